@@ -1,0 +1,153 @@
+"""The storage contract: every backend implements this class in full.
+
+The methods are domain operations, not a key-value layer, so that each
+backend can do each one in a single atomic step (one transaction, one
+statement or one script). The conformance suite in ``tests/storage`` runs
+the same tests against every backend.
+
+Rules every backend follows:
+
+- Every state change is a compare-and-set: on the current state and, for
+  changes guarded by a lease token, on the lease. A change that loses the race
+  returns False and writes nothing.
+- A change that enters a state appends a history entry in the same step.
+  Entering Succeeded, Failed or Deleted adds one to that counter (totals and
+  the per-minute and per-hour history). A retry elected from a failure
+  enters Scheduled, so it is not counted as failed.
+- A job entering a final state releases its awaiting continuations in the
+  same step, as ``states.continuation_outcome`` decides, and so on down the
+  chain.
+- Times come from ``now()``: the database clock where there is one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from backburner.records import JobRecord, NewJob, Recovery, ServerRecord, StateChange
+
+
+class Storage(ABC):
+    """Abstract storage; see the module docstring for the rules."""
+
+    # -- clock and lifecycle ---------------------------------------------
+
+    @abstractmethod
+    def now(self) -> float:
+        """Return the storage clock as seconds since the Unix epoch."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    def describe(self) -> str:
+        """Return a short description for logs, without secrets."""
+        return type(self).__name__
+
+    # -- jobs --------------------------------------------------------------
+
+    @abstractmethod
+    def create_jobs(self, jobs: Sequence[NewJob]) -> None:
+        """Create jobs with their first state and history entry, all or none.
+
+        An Awaiting job whose parent is already final is moved on at once;
+        a missing parent raises JobNotFound and creates nothing.
+        """
+
+    @abstractmethod
+    def get_job(self, job_id: str, *, history: bool = True) -> JobRecord | None:
+        """Return the job, with its state history when asked, or None."""
+
+    @abstractmethod
+    def fetch_jobs(self, queues: Sequence[str], server_id: str, limit: int,
+                   wait: float = 0.0) -> list[JobRecord]:
+        """Claim up to ``limit`` enqueued jobs for ``server_id``.
+
+        Queues are searched in the given order and each queue in FIFO order.
+        Each claimed job moves to Processing with a fresh lease token and its
+        attempt number raised by one. When nothing is enqueued, waits up to
+        ``wait`` seconds for a job to arrive (or for ``interrupt``).
+        """
+
+    @abstractmethod
+    def interrupt(self) -> None:
+        """Wake every ``fetch_jobs`` call that is waiting in this process."""
+
+    @abstractmethod
+    def change_states(self, changes: Sequence[StateChange]) -> list[bool]:
+        """Apply compare-and-set changes in one transaction; True where applied."""
+
+    @abstractmethod
+    def enqueue_due_jobs(self, limit: int) -> list[str]:
+        """Move Scheduled jobs whose due time has passed to Enqueued; return their ids."""
+
+    @abstractmethod
+    def current_leases(self, tokens: Sequence[str]) -> set[str]:
+        """Return the tokens among ``tokens`` that still hold their job."""
+
+    @abstractmethod
+    def recover_jobs_of_dead_servers(self, server_timeout: float,
+                                     max_crash_requeues: int) -> list[Recovery]:
+        """Take back Processing jobs whose server has not heartbeated for ``server_timeout``.
+
+        A job is put back in its queue, or marked Failed once it was already
+        put back ``max_crash_requeues`` times. Dead servers are removed.
+        """
+
+    @abstractmethod
+    def expire(self, limit: int) -> int:
+        """Delete up to ``limit`` jobs past their expiry and old counter buckets."""
+
+    # -- servers -----------------------------------------------------------
+
+    @abstractmethod
+    def announce_server(self, server_id: str, queues: Sequence[str], workers: int,
+                        info: dict[str, Any]) -> None:
+        """Register a server (or refresh its record) with a heartbeat of now."""
+
+    @abstractmethod
+    def heartbeat(self, server_id: str) -> bool:
+        """Record a heartbeat; False when the server was removed as dead meanwhile."""
+
+    @abstractmethod
+    def remove_server(self, server_id: str) -> None:
+        """Remove a server record (on shutdown)."""
+
+    @abstractmethod
+    def list_servers(self) -> list[ServerRecord]:
+        """Return all announced servers, oldest first."""
+
+    # -- locks -------------------------------------------------------------
+
+    @abstractmethod
+    def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or extend the named lock for ``ttl`` seconds; False if another owner holds it."""
+
+    @abstractmethod
+    def release_lock(self, name: str, owner: str) -> None:
+        """Release the lock if ``owner`` holds it."""
+
+    # -- monitoring --------------------------------------------------------
+
+    @abstractmethod
+    def count_jobs_by_state(self) -> dict[str, int]:
+        """Return the number of jobs in each state (every state present)."""
+
+    @abstractmethod
+    def queue_lengths(self) -> dict[str, int]:
+        """Return the number of enqueued jobs per queue, for queues that have any."""
+
+    @abstractmethod
+    def list_jobs(self, state: str, *, queue: str | None = None, offset: int = 0,
+                  limit: int = 50) -> list[JobRecord]:
+        """Return jobs in ``state``, newest state change first (queues: FIFO order)."""
+
+    @abstractmethod
+    def counter_totals(self) -> dict[str, int]:
+        """Return the all-time succeeded, failed and deleted counts."""
+
+    @abstractmethod
+    def counter_history(self, name: str, resolution: str, since: float) -> list[tuple[float, int]]:
+        """Return (bucket start, count) pairs for ``name`` at "minute" or "hour" resolution."""

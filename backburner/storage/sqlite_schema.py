@@ -1,0 +1,100 @@
+"""SQLite schema, as numbered migrations applied in order on first use."""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: Each entry upgrades the schema from version ``index`` to ``index + 1``.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE jobs (
+        id          TEXT PRIMARY KEY,
+        function    TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        queue       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        state_at    REAL NOT NULL,
+        enqueued_at REAL,              -- FIFO position while Enqueued
+        attempt     INTEGER NOT NULL DEFAULT 0,
+        retry_count INTEGER NOT NULL DEFAULT 0,
+        crash_count INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,              -- set only while Processing
+        server_id   TEXT,              -- set only while Processing
+        due_at      REAL,              -- set only while Scheduled
+        expire_at   REAL,              -- set only in final states
+        parent_id   TEXT,              -- continuations
+        continue_on TEXT
+    );
+    -- fetch: the oldest enqueued jobs of one queue
+    CREATE INDEX jobs_enqueued ON jobs (queue, enqueued_at, id) WHERE state = 'Enqueued';
+    CREATE INDEX jobs_scheduled ON jobs (due_at) WHERE state = 'Scheduled';
+    CREATE INDEX jobs_processing ON jobs (server_id) WHERE state = 'Processing';
+    CREATE INDEX jobs_lease ON jobs (lease_token) WHERE lease_token IS NOT NULL;
+    CREATE INDEX jobs_awaiting ON jobs (parent_id) WHERE state = 'Awaiting';
+    CREATE INDEX jobs_expire ON jobs (expire_at) WHERE expire_at IS NOT NULL;
+    -- monitoring: lists and counts by state
+    CREATE INDEX jobs_state ON jobs (state, state_at);
+
+    CREATE TABLE history (
+        id      INTEGER PRIMARY KEY,
+        job_id  TEXT NOT NULL,
+        state   TEXT NOT NULL,
+        reason  TEXT,
+        data    TEXT NOT NULL,
+        at      REAL NOT NULL
+    );
+    CREATE INDEX history_job ON history (job_id, id);
+
+    CREATE TABLE servers (
+        id           TEXT PRIMARY KEY,
+        queues       TEXT NOT NULL,
+        workers      INTEGER NOT NULL,
+        info         TEXT NOT NULL,
+        started_at   REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+
+    CREATE TABLE locks (
+        name       TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+
+    CREATE TABLE counters (
+        name       TEXT NOT NULL,
+        resolution TEXT NOT NULL,      -- 'total', 'minute' or 'hour'
+        bucket     REAL NOT NULL,      -- bucket start, or 0 for totals
+        value      INTEGER NOT NULL,
+        expire_at  REAL,
+        PRIMARY KEY (name, resolution, bucket)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in one exclusive transaction; return the new version."""
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        version = row[0] if row else 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database schema is version {version}, newer than this backburner "
+                f"release supports ({len(MIGRATIONS)}); upgrade backburner")
+        for script in MIGRATIONS[version:]:
+            # Statements end with ";" and no comment in the scripts contains one.
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
+        else:
+            conn.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
