@@ -102,7 +102,7 @@ class Backburner:
             timeout: float | dt.timedelta | None = None,
             ) -> Callable[[F], JobFunction[..., Any]]: ...
 
-    def job(self, func: Callable[..., Any] | None = None, /, *, name: str | None = None,
+    def job(self, func: Callable[..., Any] | None = None, *, name: str | None = None,
             queue: str = DEFAULT_QUEUE, retries: int | RetryPolicy = DEFAULT_RETRIES,
             retry_delays: Sequence[float] | Callable[[int], float] | None = None,
             retry_on: Sequence[type[BaseException]] = (Exception,),

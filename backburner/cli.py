@@ -199,18 +199,18 @@ def stats(as_json: bool, storage_url: str | None) -> None:
     """Print jobs per state, queue lengths, totals and servers."""
     storage = _storage(storage_url)
     now = storage.now()
-    servers = [{"id": s.id, "queues": list(s.queues), "workers": s.workers,
+    servers: list[dict[str, Any]] = [{"id": s.id, "queues": list(s.queues), "workers": s.workers,
                 "heartbeat_age_seconds": round(now - s.heartbeat_at, 1)}
                for s in storage.list_servers()]
-    data = {"states": storage.count_jobs_by_state(), "queues": storage.queue_lengths(),
-            "totals": storage.counter_totals(), "servers": servers}
+    by_state, queues = storage.count_jobs_by_state(), storage.queue_lengths()
+    totals = storage.counter_totals()
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps({"states": by_state, "queues": queues, "totals": totals,
+                               "servers": servers}, indent=2))
         return
-    click.echo("jobs:    " + "  ".join(f"{k} {v}" for k, v in data["states"].items()))
-    click.echo("queues:  " + ("  ".join(f"{k} {v}" for k, v in data["queues"].items())
-                              or "(all empty)"))
-    click.echo("totals:  " + "  ".join(f"{k} {v}" for k, v in data["totals"].items()))
+    click.echo("jobs:    " + "  ".join(f"{k} {v}" for k, v in by_state.items()))
+    click.echo("queues:  " + ("  ".join(f"{k} {v}" for k, v in queues.items()) or "(all empty)"))
+    click.echo("totals:  " + "  ".join(f"{k} {v}" for k, v in totals.items()))
     click.echo(f"servers: {len(servers)}")
     for item in servers:
         click.echo(f"  {item['id']}  workers {item['workers']}  queues "

@@ -14,6 +14,7 @@ non-string keys are rejected, because JSON would turn the keys into strings.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 import math
@@ -125,7 +126,7 @@ def _decode_tagged(value: dict[str, Any], depth: int) -> Any:
             return tuple(_decode(item, depth + 1) for item in inner)
         if isinstance(inner, str) and tag in _SCALAR_DECODERS:
             return _SCALAR_DECODERS[tag](inner)
-    except (ValueError, TypeError, InvalidOperation, base64.binascii.Error) as exc:
+    except (ValueError, TypeError, InvalidOperation, binascii.Error) as exc:
         raise InvalidPayload(f"tagged {tag!r} value {inner!r:.80} does not decode: {exc}") from None
     raise InvalidPayload(f"unknown tag {tag!r} with value {inner!r:.80}")
 

@@ -71,8 +71,8 @@ class Performer:
 
         duration = time.monotonic() - started
         if function.timeout is not None and duration > function.timeout:
-            error = JobTimeout(f"job ran {duration:.1f} s, over its {function.timeout:g} s timeout")
-            return self._failed(job, function, error, token, duration)
+            late = JobTimeout(f"job ran {duration:.1f} s, over its {function.timeout:g} s timeout")
+            return self._failed(job, function, late, token, duration)
         logger.info("job %s (%s) succeeded on server %s in %.3f s", job.id, job.function,
                     self.server_id, duration)
         return self.state_machine.succeeded(job, duration, result)

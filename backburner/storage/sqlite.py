@@ -61,7 +61,8 @@ class SQLiteStorage(Storage):
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._change = threading.Condition()
-        self._generation = 0
+        self._generation = 0  # raised by local commits that enqueue jobs, and by interrupt()
+        self._interrupts = 0
         self._closed = False
         with self._errors("open the database"):
             migrate(self._connection())
@@ -178,16 +179,15 @@ class SQLiteStorage(Storage):
     def fetch_jobs(self, queues: Sequence[str], server_id: str, limit: int,
                    wait: float = 0.0) -> list[JobRecord]:
         deadline = time.monotonic() + wait
+        interrupts = self._interrupts
         while True:
             generation = self._generation
             version = self._data_version()
             jobs = self._claim(queues, server_id, limit)
             remaining = deadline - time.monotonic()
-            if jobs or remaining <= 0 or self._closed:
+            if jobs or remaining <= 0 or self._closed or self._interrupts != interrupts:
                 return jobs
             self._wait_for_change(version, generation, remaining)
-            if self._generation != generation and not self._has_enqueued(queues):
-                return []  # interrupted
 
     def _has_enqueued(self, queues: Sequence[str]) -> bool:
         marks = ",".join("?" * len(queues))
@@ -246,7 +246,10 @@ class SQLiteStorage(Storage):
             self._change.notify_all()
 
     def interrupt(self) -> None:
-        self._notify_local()
+        with self._change:
+            self._interrupts += 1
+            self._generation += 1
+            self._change.notify_all()
 
     def change_states(self, changes: Sequence[StateChange]) -> list[bool]:
         results = []
@@ -335,7 +338,7 @@ class SQLiteStorage(Storage):
             self._count(conn, "deleted", now)
 
     def _count(self, conn: sqlite3.Connection, name: str, now: float) -> None:
-        rows = [(name, "total", 0.0, None)]
+        rows: list[tuple[str, str, float, float | None]] = [(name, "total", 0.0, None)]
         rows += [(name, resolution, start, expire_at)
                  for resolution, start, expire_at in counters.buckets(now)]
         conn.executemany(

@@ -1,0 +1,5 @@
+"""Allow ``python -m backburner``."""
+
+from backburner.cli import main
+
+main()

@@ -1,0 +1,205 @@
+"""Client API: registration, enqueue options and the checks made at enqueue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from backburner import (Backburner, ConfigurationError, InvalidArguments, JobContext,
+                        JobNotRegistered, PayloadTooLarge)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Backburner:
+    application = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}")
+    yield application
+    application.close()
+
+
+def test_decorated_function_stays_callable(app: Backburner) -> None:
+    @app.job
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert add(2, 3) == 5
+    assert add.name == f"{__name__}:test_decorated_function_stays_callable.<locals>.add"
+
+
+def test_enqueue_returns_id_and_stores_call(app: Backburner) -> None:
+    @app.job(name="add", queue="math")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job_id = app.enqueue(add, 1, b=2)
+    job = app.get_job(job_id)
+
+    assert job is not None
+    assert job.function == "add"
+    assert job.args == [1]
+    assert job.kwargs == {"b": 2}
+    assert job.queue == "math"
+    assert job.state == "Enqueued"
+    assert job.created_at.tzinfo is not None
+    assert [entry.state for entry in job.history] == ["Enqueued"]
+
+
+def test_enqueue_by_name_and_plain_function(app: Backburner) -> None:
+    def plain(x: int) -> int:
+        return x
+
+    registered = app.job(name="plain")(plain)
+
+    by_name = app.get_job(app.enqueue("plain", 1))
+    by_function = app.get_job(app.enqueue(plain, 2))
+
+    assert by_name is not None and by_name.function == "plain"
+    assert by_function is not None and by_function.args == [2]
+    assert registered.name == "plain"
+
+
+def test_unregistered_function_rejected(app: Backburner) -> None:
+    def stray() -> None: ...
+
+    with pytest.raises(JobNotRegistered, match="not a registered job function"):
+        app.enqueue(stray)
+    with pytest.raises(JobNotRegistered, match="no job function is registered as 'missing'"):
+        app.enqueue("missing")
+
+
+def test_duplicate_name_rejected(app: Backburner) -> None:
+    app.job(name="same")(lambda: None)
+
+    with pytest.raises(ConfigurationError, match="already registered"):
+        app.job(name="same")(lambda: 1)
+
+
+def test_signature_mismatch_rejected(app: Backburner) -> None:
+    @app.job
+    def one(a: int) -> None: ...
+
+    with pytest.raises(InvalidArguments, match="do not match"):
+        one.enqueue(1, 2)
+    assert app.storage.count_jobs_by_state()["Enqueued"] == 0
+
+
+def test_unsupported_argument_rejected(app: Backburner) -> None:
+    @app.job
+    def take(value: object) -> None: ...
+
+    with pytest.raises(InvalidArguments, match="cannot be stored as a job argument"):
+        take.enqueue(object())
+    with pytest.raises(InvalidArguments, match="only string keys"):
+        take.enqueue({1: "a"})
+
+
+def test_payload_limit(tmp_path: Path) -> None:
+    app = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}", max_payload_bytes=1000)
+
+    @app.job
+    def take(value: str) -> None: ...
+
+    take.enqueue("x" * 900)
+    with pytest.raises(PayloadTooLarge, match="over the 1000-byte limit"):
+        take.enqueue("x" * 1000)
+    assert app.storage.count_jobs_by_state()["Enqueued"] == 1
+    app.close()
+
+
+@pytest.mark.parametrize("queue", ["", "Upper", "with space", "x" * 51, "dots.no", 7])
+def test_invalid_queue_names(app: Backburner, queue: object) -> None:
+    @app.job
+    def noop() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="invalid queue name"):
+        app.options(queue=queue).enqueue(noop)  # type: ignore[arg-type]
+
+
+def test_schedule_with_delay_and_datetime(app: Backburner) -> None:
+    @app.job
+    def noop(delay: int = 0, at: int = 0) -> None: ...
+
+    before = dt.datetime.now(dt.timezone.utc)
+    delayed = app.get_job(app.schedule(60, noop, delay=1, at=2))
+    at_time = before + dt.timedelta(hours=1)
+    timed = app.get_job(noop.schedule(at_time))
+
+    assert delayed is not None and delayed.state == "Scheduled"
+    assert delayed.kwargs == {"delay": 1, "at": 2}
+    assert delayed.due_at is not None and delayed.due_at >= before + dt.timedelta(seconds=59)
+    assert timed is not None and timed.due_at is not None
+    assert abs((timed.due_at - at_time).total_seconds()) < 0.01
+
+
+def test_naive_datetime_rejected(app: Backburner) -> None:
+    @app.job
+    def noop() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        noop.schedule(dt.datetime(2030, 1, 1))
+
+
+def test_negative_delay_rejected(app: Backburner) -> None:
+    @app.job
+    def noop() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="invalid delay"):
+        app.schedule(-1, noop)
+
+
+def test_context_parameter_is_not_an_argument(app: Backburner) -> None:
+    @app.job
+    def with_context(x: int, ctx: JobContext) -> None: ...
+
+    assert with_context.context_parameter == "ctx"
+    with_context.enqueue(1)
+    with pytest.raises(InvalidArguments, match="do not pass 'ctx'"):
+        with_context.enqueue(1, ctx=None)
+
+
+def test_continuation_of_missing_parent(app: Backburner) -> None:
+    @app.job
+    def noop() -> None: ...
+
+    with pytest.raises(LookupError, match="not found"):
+        app.continue_with("no-such-job", noop)
+
+
+def test_continuation_option_validated(app: Backburner) -> None:
+    with pytest.raises(ConfigurationError, match="on='sometimes'"):
+        app.options(on="sometimes")
+
+
+def test_delete_and_requeue(app: Backburner) -> None:
+    @app.job
+    def noop() -> None: ...
+
+    job_id = noop.enqueue()
+
+    assert app.delete(job_id) is True
+    assert app.delete(job_id) is False
+    assert app.get_job(job_id).state == "Deleted"  # type: ignore[union-attr]
+    assert app.requeue(job_id) is True
+    assert app.get_job(job_id).state == "Enqueued"  # type: ignore[union-attr]
+    assert app.requeue("missing") is False
+    assert app.get_job("missing") is None
+
+
+def test_storage_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("BACKBURNER_STORAGE_URL", url)
+
+    assert Backburner().storage_url == url
+
+
+@pytest.mark.parametrize("url,message", [
+    ("mysql://localhost/db", "invalid storage URL"),
+    ("sqlite://host/db", "three slashes"),
+    ("sqlite:///:memory:", "in-memory"),
+    ("sqlite:///x.db?busy_timeout_ms=soon", "whole number"),
+    ("sqlite:///x.db?journal=off", "unknown SQLite URL option"),
+])
+def test_bad_storage_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Backburner(url).storage
