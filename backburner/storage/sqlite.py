@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -40,6 +41,11 @@ _JOB_COLUMNS = ("id, function, payload, queue, state, created_at, state_at, atte
                 "parent_id, continue_on")
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so ``close()`` can reach it
+    while threads that exit still free their own."""
+
+
 class SQLiteStorage(Storage):
     """Storage in one SQLite database file."""
 
@@ -58,7 +64,7 @@ class SQLiteStorage(Storage):
         self._synchronous = synchronous.upper()
         self._poll_interval = poll_interval
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
         self._change = threading.Condition()
         self._generation = 0  # raised by local commits that enqueue jobs, and by interrupt()
@@ -79,13 +85,14 @@ class SQLiteStorage(Storage):
         if self._closed:
             raise StorageError(f"storage {self.describe()} is closed")
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000,
-                               isolation_level=None, check_same_thread=False)
+                               isolation_level=None, check_same_thread=False,
+                               factory=_Connection)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         self._local.conn = conn
         with self._connections_lock:
-            self._connections.append(conn)
+            self._connections.add(conn)
         return conn
 
     @contextmanager
@@ -115,7 +122,7 @@ class SQLiteStorage(Storage):
         self._closed = True
         self.interrupt()
         with self._connections_lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections = list(self._connections), weakref.WeakSet()
         for conn in connections:
             try:
                 conn.close()
