@@ -90,7 +90,7 @@ class Performer:
 
         change = self.state_machine.failed(job, error, function.retry)
         if change.state == states.SCHEDULED:
-            logger.warning("job %s (%s) failed on server %s (%s: %s); retry %d of %d in %.0f s",
+            logger.warning("job %s (%s) failed on server %s (%s: %s); retry %d of %d in %.1f s",
                            job.id, job.function, self.server_id, type(error).__name__, error,
                            change.retry_count, function.retry.retries, change.delay or 0)
         else:
