@@ -21,6 +21,7 @@ from backburner.state_machine import StateMachine
 from backburner.storage import DEFAULT_STORAGE_URL, Storage, open_storage
 
 if TYPE_CHECKING:
+    from backburner.recurring import RecurringJobs
     from backburner.server import Server
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,13 @@ class Backburner:
             raise ConfigurationError(
                 "the storage is already open; call use_storage() before the first enqueue")
         self.storage_url = storage_url
+
+    @property
+    def recurring(self) -> RecurringJobs:
+        """Recurring (cron) jobs: ``add_or_update``, ``trigger``, ``remove``, ``pause``, ..."""
+        from backburner.recurring import RecurringJobs
+
+        return RecurringJobs(self)
 
     @property
     def state_machine(self) -> StateMachine:
@@ -193,6 +201,20 @@ class Backburner:
         from backburner.server import Server
 
         return Server(self, queues=queues, workers=workers, **settings)
+
+    # -- dashboard ---------------------------------------------------------
+
+    def dashboard(self, **options: Any) -> Any:
+        """Return the web dashboard as an ASGI application (a Starlette app) to serve or mount.
+
+        Options: ``authorization`` (hooks; default local requests only),
+        ``read_only``, ``secret`` (signs CSRF tokens, the same in every
+        process), ``allowed_origins``, ``title``, ``poll_interval`` and
+        ``server_aborted_threshold``; see ``backburner.dashboard.create_dashboard``.
+        """
+        from backburner.dashboard import create_dashboard
+
+        return create_dashboard(self, **options)
 
 
 class EnqueueOptions:

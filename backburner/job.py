@@ -45,6 +45,10 @@ class Job:
     expire_at: dt.datetime | None
     parent_id: str | None
     continue_on: str | None
+    #: The recurring job that created this job, and the occurrence it was
+    #: created for (None when triggered by hand).
+    recurring_id: str | None = None
+    occurrence: dt.datetime | None = None
     #: Why the stored arguments could not be decoded, or None when they could.
     payload_error: str | None = None
 
@@ -68,6 +72,7 @@ class Job:
             crash_count=record.crash_count, server_id=record.server_id,
             due_at=optional_datetime(record.due_at), expire_at=optional_datetime(record.expire_at),
             parent_id=record.parent_id, continue_on=record.continue_on,
+            recurring_id=record.recurring_id, occurrence=optional_datetime(record.occurrence),
             payload_error=payload_error)
 
 

@@ -40,6 +40,10 @@ class NewJob:
     #: Expiry applied if a continuation is deleted at once because its parent
     #: already ended in a state that does not trigger it.
     expire_in: float | None = None
+    #: Jobs created by a recurring job: its id and the occurrence (None when
+    #: triggered by hand). Storage admits one job per (recurring_id, occurrence).
+    recurring_id: str | None = None
+    occurrence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class JobRecord:
     expire_at: float | None = None
     parent_id: str | None = None
     continue_on: str | None = None
+    recurring_id: str | None = None
+    occurrence: float | None = None
     history: tuple[HistoryEntry, ...] = ()
 
 
@@ -113,3 +119,32 @@ class Recovery:
     job_id: str
     server_id: str
     state: str
+
+
+@dataclass(frozen=True)
+class RecurringRecord:
+    """A recurring job: a cron schedule in a time zone and the call it makes."""
+
+    id: str
+    cron: str
+    #: IANA time zone name.
+    tz: str
+    function: str
+    payload: str
+    queue: str
+    #: What happens to occurrences missed while no scheduler ran: "relaxed"
+    #: (one job for all of them), "strict" (one job each) or "ignore" (none).
+    misfire: str
+    #: Next occurrence to fire; None when the expression has no future occurrence.
+    next_at: float | None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    paused: bool = False
+    last_at: float | None = None
+    last_job_id: str | None = None
+    #: The last scheduling error; the job is disabled once ``error_count``
+    #: reaches the scheduler's limit, until ``add_or_update`` is called again.
+    error: str | None = None
+    error_count: int = 0
+    #: After an error: the scheduler tries again no earlier than this.
+    retry_at: float | None = None

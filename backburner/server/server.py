@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from backburner.context import CancellationToken
 from backburner.errors import ConfigurationError
 from backburner.records import JobRecord
+from backburner.recurring import RecurringScheduler
 from backburner.registry import DEFAULT_QUEUE, check_queue_name
 from backburner.server.loops import Loop, backoff
 from backburner.server.outcomes import OutcomeWriter
@@ -33,6 +34,8 @@ HEARTBEAT_INTERVAL = 5.0
 SERVER_TIMEOUT = 20.0
 SHUTDOWN_TIMEOUT = 15.0
 SCHEDULE_POLL_INTERVAL = 1.0
+#: Every second, so that 6-field (seconds) cron expressions work.
+RECURRING_POLL_INTERVAL = 1.0
 EXPIRATION_INTERVAL = 300.0
 #: How long one fetch call waits for work before checking for shutdown.
 FETCH_WAIT = 1.0
@@ -65,6 +68,7 @@ class Server:
                  heartbeat_interval: float = HEARTBEAT_INTERVAL,
                  server_timeout: float = SERVER_TIMEOUT,
                  schedule_poll_interval: float = SCHEDULE_POLL_INTERVAL,
+                 recurring_poll_interval: float = RECURRING_POLL_INTERVAL,
                  expiration_interval: float = EXPIRATION_INTERVAL,
                  max_crash_requeues: int = MAX_CRASH_REQUEUES) -> None:
         self.app = app
@@ -81,6 +85,7 @@ class Server:
         self.heartbeat_interval = heartbeat_interval
         self.server_timeout = server_timeout
         self.schedule_poll_interval = schedule_poll_interval
+        self.recurring_poll_interval = recurring_poll_interval
         self.expiration_interval = expiration_interval
         self.max_crash_requeues = max_crash_requeues
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -116,6 +121,7 @@ class Server:
         self.state_machine = self.app.state_machine
         self.writer = OutcomeWriter(self.state_machine, self.id)
         self.performer = Performer(self.app.registry, self.state_machine, self.id)
+        self.recurring_scheduler = RecurringScheduler(storage, self.id)
         storage.announce_server(self.id, self.queues, self.workers,
                                 {"pid": os.getpid(), "host": socket.gethostname()})
         logger.info("server %s starting: %d workers, queues %s, storage %s", self.id,
@@ -139,6 +145,7 @@ class Server:
             ("heartbeat", self._heartbeat, self.heartbeat_interval),
             ("watchdog", self._watchdog, self.heartbeat_interval),
             ("delayed-scheduler", self._enqueue_due, self.schedule_poll_interval),
+            ("recurring-scheduler", self._fire_recurring, self.recurring_poll_interval),
             ("expiration", self._expire, self.expiration_interval),
             ("timeouts", self._enforce_timeouts, 0.25),
         ]
@@ -312,6 +319,10 @@ class Server:
         if ids:
             logger.debug("server %s: enqueued %d due job(s)", self.id, len(ids))
         return 0.0 if len(ids) == 1_000 else None
+
+    def _fire_recurring(self) -> float | None:
+        # Run again at once while a pass finds work, so a catch-up is not paced by the interval.
+        return 0.0 if self.recurring_scheduler.run_once() else None
 
     def _expire(self) -> float | None:
         removed = self.app.storage.expire(EXPIRATION_BATCH)

@@ -23,8 +23,8 @@ from typing import Any
 
 from backburner import states
 from backburner.errors import ConfigurationError, JobNotFound, StorageError
-from backburner.records import (HistoryEntry, JobRecord, NewJob, Recovery, ServerRecord,
-                                StateChange)
+from backburner.records import (HistoryEntry, JobRecord, NewJob, RecurringRecord, Recovery,
+                                ServerRecord, StateChange)
 from backburner.storage import counters
 from backburner.storage.base import Storage
 from backburner.storage.sqlite_schema import migrate
@@ -38,7 +38,9 @@ DEFAULT_BUSY_TIMEOUT_MS = 10_000
 
 _JOB_COLUMNS = ("id, function, payload, queue, state, created_at, state_at, attempt, "
                 "retry_count, crash_count, lease_token, server_id, due_at, expire_at, "
-                "parent_id, continue_on")
+                "parent_id, continue_on, recurring_id, occurrence")
+_RECURRING_COLUMNS = ("id, cron, tz, function, payload, queue, misfire, next_at, created_at, "
+                      "updated_at, paused, last_at, last_job_id, error, error_count, retry_at")
 
 
 class _Connection(sqlite3.Connection):
@@ -136,11 +138,13 @@ class SQLiteStorage(Storage):
         with self._write("create jobs") as conn:
             now = self.now()
             for index, job in enumerate(jobs):
-                enqueued |= self._insert_job(conn, job, now + index * 1e-6)
+                state = self._insert_job(conn, job, now + index * 1e-6)
+                enqueued |= state == states.ENQUEUED
         if enqueued:
             self._notify_local()
 
-    def _insert_job(self, conn: sqlite3.Connection, job: NewJob, now: float) -> bool:
+    def _insert_job(self, conn: sqlite3.Connection, job: NewJob, now: float) -> str | None:
+        """Insert ``job``; return the state it ends in, or None when its occurrence exists."""
         due_at = None
         if job.state == states.SCHEDULED:
             due_at = job.due_at if job.due_at is not None else now + (job.delay or 0.0)
@@ -151,12 +155,16 @@ class SQLiteStorage(Storage):
                 raise JobNotFound(f"parent job {job.parent_id!r} not found; it may have expired")
             parent_state = row[0]
 
-        conn.execute(
+        cursor = conn.execute(
             "INSERT INTO jobs (id, function, payload, queue, state, created_at, state_at, "
-            "enqueued_at, due_at, parent_id, continue_on) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "enqueued_at, due_at, parent_id, continue_on, recurring_id, occurrence) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (recurring_id, occurrence) WHERE occurrence IS NOT NULL DO NOTHING",
             (job.id, job.function, job.payload, job.queue, job.state, now, now,
              now if job.state == states.ENQUEUED else None, due_at, job.parent_id,
-             job.continue_on))
+             job.continue_on, job.recurring_id, job.occurrence))
+        if cursor.rowcount == 0:
+            return None
         self._add_history(conn, job.id, HistoryEntry(job.state, job.reason, _due_data(due_at)), now)
 
         if parent_state is not None and job.continue_on is not None:
@@ -164,8 +172,8 @@ class SQLiteStorage(Storage):
             if outcome is not None:
                 self._move_continuation(conn, job.id, job.parent_id or "", parent_state,
                                         outcome, now, job.expire_in)
-                return outcome == states.ENQUEUED
-        return job.state == states.ENQUEUED
+                return outcome
+        return job.state
 
     def get_job(self, job_id: str, *, history: bool = True) -> JobRecord | None:
         with self._errors("read a job"):
@@ -442,6 +450,106 @@ class SQLiteStorage(Storage):
             conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
         return len(ids)
 
+    # -- recurring jobs ----------------------------------------------------------
+
+    def save_recurring(self, record: RecurringRecord) -> None:
+        with self._write("save a recurring job") as conn:
+            now = self.now()
+            conn.execute(
+                "INSERT INTO recurring (id, cron, tz, function, payload, queue, misfire, "
+                "next_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET "
+                "next_at = CASE WHEN recurring.cron = excluded.cron AND recurring.tz = excluded.tz "
+                "  AND recurring.error_count = 0 THEN recurring.next_at ELSE excluded.next_at END, "
+                "last_at = CASE WHEN recurring.cron = excluded.cron AND recurring.tz = excluded.tz "
+                "  THEN recurring.last_at ELSE NULL END, "
+                "cron = excluded.cron, tz = excluded.tz, function = excluded.function, "
+                "payload = excluded.payload, queue = excluded.queue, misfire = excluded.misfire, "
+                "updated_at = excluded.updated_at, error = NULL, error_count = 0, retry_at = NULL",
+                (record.id, record.cron, record.tz, record.function, record.payload,
+                 record.queue, record.misfire, record.next_at, now, now))
+
+    def get_recurring(self, recurring_id: str) -> RecurringRecord | None:
+        with self._errors("read a recurring job"):
+            row = self._connection().execute(
+                f"SELECT {_RECURRING_COLUMNS} FROM recurring WHERE id = ?",
+                (recurring_id,)).fetchone()
+        return None if row is None else _recurring_from_row(row)
+
+    def list_recurring(self) -> list[RecurringRecord]:
+        with self._errors("list recurring jobs"):
+            rows = self._connection().execute(
+                f"SELECT {_RECURRING_COLUMNS} FROM recurring ORDER BY id").fetchall()
+        return [_recurring_from_row(row) for row in rows]
+
+    def remove_recurring(self, recurring_id: str) -> bool:
+        with self._write("remove a recurring job") as conn:
+            cursor = conn.execute("DELETE FROM recurring WHERE id = ?", (recurring_id,))
+            return cursor.rowcount == 1
+
+    def set_recurring_paused(self, recurring_id: str, paused: bool,
+                             next_at: float | None) -> bool:
+        with self._write("pause or resume a recurring job") as conn:
+            if paused:
+                cursor = conn.execute(
+                    "UPDATE recurring SET paused = 1, updated_at = ? WHERE id = ?",
+                    (self.now(), recurring_id))
+            else:
+                cursor = conn.execute(
+                    "UPDATE recurring SET paused = 0, next_at = ?, updated_at = ? WHERE id = ?",
+                    (next_at, self.now(), recurring_id))
+            return cursor.rowcount == 1
+
+    def due_recurring(self, limit: int, max_errors: int) -> list[RecurringRecord]:
+        with self._errors("read due recurring jobs"):
+            now = self.now()
+            rows = self._connection().execute(
+                f"SELECT {_RECURRING_COLUMNS} FROM recurring WHERE paused = 0 AND next_at <= ? "
+                "AND error_count < ? AND (retry_at IS NULL OR retry_at <= ?) "
+                "ORDER BY next_at LIMIT ?", (now, max_errors, now, limit)).fetchall()
+        return [_recurring_from_row(row) for row in rows]
+
+    def fire_recurring(self, recurring_id: str, expected_next_at: float,
+                       jobs: Sequence[NewJob], next_at: float | None) -> bool:
+        with self._write("fire a recurring job") as conn:
+            row = conn.execute("SELECT next_at FROM recurring WHERE id = ? AND paused = 0",
+                               (recurring_id,)).fetchone()
+            if row is None or row[0] != expected_next_at:
+                return False
+            now = self.now()
+            last = None
+            for index, job in enumerate(jobs):
+                if self._insert_job(conn, job, now + index * 1e-6) is not None:
+                    last = job
+            conn.execute(
+                "UPDATE recurring SET next_at = ?, last_at = COALESCE(?, last_at), "
+                "last_job_id = COALESCE(?, last_job_id), error = NULL, error_count = 0, "
+                "retry_at = NULL WHERE id = ?",
+                (next_at, last.occurrence if last else None, last.id if last else None,
+                 recurring_id))
+        if last is not None:
+            self._notify_local()
+        return True
+
+    def trigger_recurring(self, recurring_id: str, job: NewJob) -> bool:
+        with self._write("trigger a recurring job") as conn:
+            now = self.now()
+            cursor = conn.execute(
+                "UPDATE recurring SET last_at = ?, last_job_id = ? WHERE id = ?",
+                (now, job.id, recurring_id))
+            if cursor.rowcount == 0:
+                return False
+            self._insert_job(conn, job, now)
+        self._notify_local()
+        return True
+
+    def record_recurring_error(self, recurring_id: str, error: str,
+                               retry_at: float | None) -> None:
+        with self._write("record a recurring job error") as conn:
+            conn.execute(
+                "UPDATE recurring SET error = ?, error_count = error_count + 1, retry_at = ? "
+                "WHERE id = ?", (error, retry_at, recurring_id))
+
     # -- servers ---------------------------------------------------------------
 
     def announce_server(self, server_id: str, queues: Sequence[str], workers: int,
@@ -546,7 +654,16 @@ def _job_from_row(row: Sequence[Any], history: tuple[HistoryEntry, ...]) -> JobR
         id=row[0], function=row[1], payload=row[2], queue=row[3], state=row[4],
         created_at=row[5], state_at=row[6], attempt=row[7], retry_count=row[8],
         crash_count=row[9], lease_token=row[10], server_id=row[11], due_at=row[12],
-        expire_at=row[13], parent_id=row[14], continue_on=row[15], history=history)
+        expire_at=row[13], parent_id=row[14], continue_on=row[15], recurring_id=row[16],
+        occurrence=row[17], history=history)
+
+
+def _recurring_from_row(row: Sequence[Any]) -> RecurringRecord:
+    return RecurringRecord(
+        id=row[0], cron=row[1], tz=row[2], function=row[3], payload=row[4], queue=row[5],
+        misfire=row[6], next_at=row[7], created_at=row[8], updated_at=row[9],
+        paused=bool(row[10]), last_at=row[11], last_job_id=row[12], error=row[13],
+        error_count=row[14], retry_at=row[15])
 
 
 def _due_data(due_at: float | None) -> dict[str, Any]:

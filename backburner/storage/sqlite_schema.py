@@ -70,6 +70,33 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, resolution, bucket)
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN recurring_id TEXT;
+    ALTER TABLE jobs ADD COLUMN occurrence REAL;
+    -- one job per occurrence of a recurring job, whatever the schedulers do
+    CREATE UNIQUE INDEX jobs_occurrence ON jobs (recurring_id, occurrence)
+        WHERE occurrence IS NOT NULL;
+
+    CREATE TABLE recurring (
+        id          TEXT PRIMARY KEY,
+        cron        TEXT NOT NULL,
+        tz          TEXT NOT NULL,
+        function    TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        queue       TEXT NOT NULL,
+        misfire     TEXT NOT NULL,
+        paused      INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL,              -- NULL when there is no future occurrence
+        last_at     REAL,
+        last_job_id TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        error       TEXT,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        retry_at    REAL
+    );
+    CREATE INDEX recurring_due ON recurring (next_at) WHERE paused = 0;
+    """,
 ]
 
 

@@ -1,0 +1,238 @@
+"""Recurring jobs on SQLite: the API, misfire modes and once-per-occurrence firing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backburner import Backburner, ConfigurationError, JobNotFound
+from backburner.recurring import MAX_ERRORS, RecurringScheduler
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Backburner]:
+    application = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+    @application.job(name="report")
+    def report(kind: str = "daily") -> None: ...
+
+    yield application
+    application.close()
+
+
+def jobs_of(app: Backburner, recurring_id: str) -> list:
+    records = app.storage.list_jobs("Enqueued", limit=10_000)
+    return [r for r in records if r.recurring_id == recurring_id]
+
+
+def rewind(app: Backburner, recurring_id: str, seconds: float) -> float:
+    """Simulate downtime: move the next occurrence into the past, onto the schedule."""
+    job = app.recurring.get(recurring_id)
+    assert job.next_at is not None
+    past = job.next_at.timestamp() - seconds
+    app.storage.set_recurring_paused(recurring_id, False, past)
+    return past
+
+
+def test_first_occurrence_after_creation(app: Backburner) -> None:
+    before = dt.datetime.now(dt.timezone.utc)
+    job = app.recurring.add_or_update("hourly", "report", "0 * * * *")
+
+    assert job.next_at is not None
+    assert job.next_at > before
+    assert job.next_at.minute == 0
+    assert job.next_at - before <= dt.timedelta(hours=1)
+    assert job.description
+
+
+def test_add_or_update_keeps_schedule(app: Backburner) -> None:
+    first = app.recurring.add_or_update("r", "report", "*/5 * * * *", args=["a"])
+    rewind(app, "r", 300)
+    kept = app.recurring.add_or_update("r", "report", "*/5 * * * *", args=["b"])
+    changed = app.recurring.add_or_update("r", "report", "*/10 * * * *")
+
+    assert kept.next_at == first.next_at - dt.timedelta(seconds=300)
+    assert changed.next_at is not None and changed.next_at > dt.datetime.now(dt.timezone.utc)
+    assert changed.cron == "*/10 * * * *"
+
+
+def test_time_zone_names(app: Backburner) -> None:
+    windows = app.recurring.add_or_update("w", "report", "0 9 * * *",
+                                          tz="W. Europe Standard Time")
+
+    assert windows.tz == "Europe/Berlin"
+    assert windows.next_at is not None
+    assert windows.next_at.astimezone(dt.timezone.utc).hour in (7, 8)
+    with pytest.raises(ConfigurationError, match="Mars/Olympus"):
+        app.recurring.add_or_update("x", "report", "0 9 * * *", tz="Mars/Olympus")
+
+
+@pytest.mark.parametrize("cron,field", [("61 * * * *", "minute"), ("* 25 * * *", "hour"),
+                                        ("* * * * MOO", "day-of-week"), ("* * *", "5 fields")])
+def test_invalid_cron_rejected(app: Backburner, cron: str, field: str) -> None:
+    with pytest.raises(ConfigurationError, match=field):
+        app.recurring.add_or_update("bad", "report", cron)
+    with pytest.raises(JobNotFound):
+        app.recurring.get("bad")
+
+
+def test_invalid_inputs_rejected(app: Backburner) -> None:
+    with pytest.raises(ConfigurationError, match="misfire"):
+        app.recurring.add_or_update("r", "report", "* * * * *", misfire="sometimes")
+    with pytest.raises(ConfigurationError, match="recurring job id"):
+        app.recurring.add_or_update("", "report", "* * * * *")
+    with pytest.raises(LookupError, match="no job function is registered"):
+        app.recurring.add_or_update("r", "missing", "* * * * *")
+    with pytest.raises(ConfigurationError, match="invalid queue name"):
+        app.recurring.add_or_update("r", "report", "* * * * *", queue="Bad Queue")
+
+
+def test_never_firing_expression_accepted(app: Backburner) -> None:
+    job = app.recurring.add_or_update("feb30", "report", "0 0 30 2 *")
+
+    assert job.next_at is None
+    assert RecurringScheduler(app.storage, "test").run_once() == 0
+
+
+def test_trigger_leaves_schedule(app: Backburner) -> None:
+    before = app.recurring.add_or_update("r", "report", "0 0 1 1 *", kwargs={"kind": "yearly"})
+    job_id = app.recurring.trigger("r")
+    after = app.recurring.get("r")
+    job = app.get_job(job_id)
+
+    assert job is not None and job.state == "Enqueued"
+    assert job.kwargs == {"kind": "yearly"}
+    assert job.recurring_id == "r"
+    assert after.next_at == before.next_at
+    assert after.last_job_id == job_id
+    with pytest.raises(JobNotFound):
+        app.recurring.trigger("missing")
+
+
+def test_remove_keeps_created_jobs(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * *")
+    job_id = app.recurring.trigger("r")
+
+    assert app.recurring.remove("r") is True
+    assert app.recurring.remove("r") is False
+    assert app.get_job(job_id) is not None
+    assert app.recurring.list() == []
+
+
+def test_pause_and_resume(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * * *")
+    rewind(app, "r", 60)
+    app.recurring.pause("r")
+    scheduler = RecurringScheduler(app.storage, "test")
+
+    assert scheduler.run_once() == 0
+    assert app.recurring.get("r").paused is True
+    app.recurring.resume("r")
+    resumed = app.recurring.get("r")
+    assert resumed.paused is False
+    assert resumed.next_at is not None and resumed.next_at > dt.datetime.now(dt.timezone.utc)
+    with pytest.raises(JobNotFound):
+        app.recurring.pause("missing")
+
+
+def test_preview(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "0 9 * * MON-FRI", tz="Europe/Berlin")
+    occurrences = app.recurring.preview("r", 5)
+
+    assert len(occurrences) == 5
+    assert all(o.weekday() < 5 and o.hour == 9 for o in occurrences)
+    assert occurrences == sorted(occurrences)
+
+
+@pytest.mark.parametrize("misfire,expected", [("relaxed", 1), ("strict", 10), ("ignore", 0)])
+def test_misfire_modes_after_downtime(app: Backburner, misfire: str, expected: int) -> None:
+    # Hourly, half an hour away from now, so the latest missed run is long past.
+    minute = (dt.datetime.now(dt.timezone.utc).minute + 30) % 60
+    app.recurring.add_or_update("r", "report", f"{minute} * * * *", misfire=misfire)
+    rewind(app, "r", 10 * 3600)  # ten missed hours
+
+    RecurringScheduler(app.storage, "test").run_once()
+    created = jobs_of(app, "r")
+    after = app.recurring.get("r")
+
+    assert len(created) == expected
+    assert len({job.occurrence for job in created}) == expected
+    assert after.next_at is not None and after.next_at > dt.datetime.now(dt.timezone.utc)
+
+
+def test_ignore_mode_keeps_late_run(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * * *", misfire="ignore")
+    rewind(app, "r", 5)  # a pass five seconds late, not downtime
+
+    RecurringScheduler(app.storage, "test").run_once()
+
+    assert len(jobs_of(app, "r")) == 1
+
+
+def test_strict_jobs_stamped_with_occurrence(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "*/15 * * * *", misfire="strict")
+    start = rewind(app, "r", 3600)
+
+    RecurringScheduler(app.storage, "test").run_once()
+    occurrences = sorted(job.occurrence for job in jobs_of(app, "r"))
+
+    assert occurrences[0] == start
+    assert all(b - a == 900 for a, b in zip(occurrences, occurrences[1:]))
+
+
+def test_concurrent_schedulers_fire_once(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * * *", misfire="strict")
+    rewind(app, "r", 30)
+    barrier = threading.Barrier(8)
+
+    def run() -> None:
+        barrier.wait()
+        RecurringScheduler(app.storage, f"s{threading.get_ident()}").run_once()
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    occurrences = [job.occurrence for job in jobs_of(app, "r")]
+
+    assert len(occurrences) >= 30
+    assert len(occurrences) == len(set(occurrences))
+
+
+def test_occurrence_unique_in_storage(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * *")
+    past = rewind(app, "r", 60)
+    RecurringScheduler(app.storage, "test").run_once()
+    # A scheduler that read the schedule before the first one fired, then
+    # wrote after the schedule was reset: the occurrence must not repeat.
+    app.storage.set_recurring_paused("r", False, past)
+    RecurringScheduler(app.storage, "test").run_once()
+
+    assert [job.occurrence for job in jobs_of(app, "r")] == [past]
+
+
+def test_scheduling_errors_disable(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * *")
+    rewind(app, "r", 60)
+    with app.storage._write("corrupt") as conn:  # a row written by a broken client
+        conn.execute("UPDATE recurring SET tz = 'Nowhere/Atlantis' WHERE id = 'r'")
+    scheduler = RecurringScheduler(app.storage, "test")
+
+    for _ in range(MAX_ERRORS):
+        scheduler.run_once()
+        with app.storage._write("skip retry delay") as conn:
+            conn.execute("UPDATE recurring SET retry_at = NULL")
+    broken = app.recurring.get("r")
+
+    assert broken.disabled is True
+    assert "Nowhere/Atlantis" in (broken.error or "")
+    assert jobs_of(app, "r") == []
+    healed = app.recurring.add_or_update("r", "report", "* * * * *")
+    assert healed.disabled is False
+    assert healed.error is None
+    assert healed.tz == "UTC"
