@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -192,6 +193,85 @@ def delete_job(job_id: str, storage_url: str | None) -> None:
     click.echo(f"deleted {job_id}")
 
 
+@main.group()
+def recurring() -> None:
+    """List, trigger, pause, resume and remove recurring jobs."""
+
+
+@recurring.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@click.option("--storage", "storage_url", envvar="BACKBURNER_STORAGE_URL", help=STORAGE_HELP)
+def list_recurring(as_json: bool, storage_url: str | None) -> None:
+    """List recurring jobs with their schedule, next and last run."""
+    for job in Backburner(storage_url).recurring.list():
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(job), default=str))
+            continue
+        status = "paused" if job.paused else "disabled" if job.disabled else "active"
+        next_run = f"{job.next_at:%Y-%m-%d %H:%M:%S}Z" if job.next_at else "never"
+        click.echo(f"{job.id}  {job.cron!r} ({job.tz}, {job.description})  next {next_run}  "
+                   f"{status}  {job.function}")
+        if job.error:
+            click.echo(f"    error: {job.error}")
+
+
+def _recurring_action(name: str, help_text: str) -> None:
+    @recurring.command(name, help=help_text)
+    @click.argument("recurring_id")
+    @click.option("--storage", "storage_url", envvar="BACKBURNER_STORAGE_URL",
+                  help=STORAGE_HELP)
+    def command(recurring_id: str, storage_url: str | None) -> None:
+        manager = Backburner(storage_url).recurring
+        try:
+            if name == "trigger":
+                click.echo(manager.trigger(recurring_id))
+            elif name == "remove":
+                removed = manager.remove(recurring_id)
+                click.echo(f"removed {recurring_id}" if removed else
+                           f"recurring job {recurring_id!r} did not exist")
+            else:
+                getattr(manager, name)(recurring_id)
+                click.echo(f"{name}d {recurring_id}")
+        except BackburnerError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+_recurring_action("trigger", "Enqueue a recurring job's call now and print the job id; the "
+                             "schedule is unchanged.")
+_recurring_action("pause", "Stop a recurring job from creating jobs until it is resumed.")
+_recurring_action("resume", "Resume a paused recurring job from its next occurrence after now.")
+_recurring_action("remove", "Remove a recurring job; jobs it created are kept. No error if "
+                            "it does not exist.")
+
+
+@main.command()
+@click.argument("expression")
+@click.option("--tz", default="UTC", show_default=True,
+              help="Time zone: an IANA name such as Europe/Berlin, or a Windows id.")
+@click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Number of occurrences to print.")
+def cron(expression: str, tz: str, count: int) -> None:
+    """Describe a cron EXPRESSION and print its next occurrences.
+
+    5 fields (minute hour day-of-month month day-of-week), or 6 with leading
+    seconds, or a macro such as @daily. When both day fields are restricted,
+    a day matches if either matches, as in standard cron.
+    """
+    from backburner.recurring import parse_schedule
+
+    try:
+        schedule = parse_schedule(expression, tz)
+    except BackburnerError as exc:
+        raise click.BadParameter(str(exc), param_hint="EXPRESSION or --tz") from None
+    click.echo(f"{expression}: {schedule.describe()} ({schedule.tz})")
+    now = dt.datetime.now(dt.timezone.utc)
+    occurrences = schedule.occurrences(now, count)
+    if not occurrences:
+        click.echo("never fires: the expression has no future occurrence")
+    for occurrence in occurrences:
+        click.echo(f"  {occurrence.isoformat()}  ({occurrence.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC)")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--storage", "storage_url", envvar="BACKBURNER_STORAGE_URL", help=STORAGE_HELP)
@@ -243,3 +323,48 @@ def _job_summary(job: Job) -> dict[str, Any]:
             "state_changed_at": iso(job.state_changed_at), "attempt": job.attempt,
             "retry_count": job.retry_count, "parent_id": job.parent_id,
             "due_at": iso(job.due_at), "payload_error": job.payload_error}
+
+
+@main.command()
+@click.option("--app", "app_target", envvar="BACKBURNER_APP", required=True, help=APP_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Remote clients are rejected: to let them in, mount "
+                   "app.dashboard(authorization=...) in your own ASGI app.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port to listen on.")
+@click.option("--storage", "storage_url", envvar="BACKBURNER_STORAGE_URL", help=STORAGE_HELP)
+@click.option("--root-path", default="", help="Path prefix when served behind a proxy "
+                                             "under a sub-path, such as /jobs.")
+@click.option("--read-only", is_flag=True, help="Hide actions and reject them for everyone.")
+@click.option("--secret", envvar="BACKBURNER_DASHBOARD_SECRET", default=None,
+              help="Key that signs CSRF tokens; give every dashboard process behind one load "
+                   "balancer the same value. Env: BACKBURNER_DASHBOARD_SECRET.")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True,
+              help="Address or network of a reverse proxy whose X-Forwarded-For header "
+                   "names the client. Repeat for several.")
+@click.option("--log-level", envvar="BACKBURNER_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="Logging level. Env: BACKBURNER_LOG_LEVEL.")
+def dashboard(app_target: str, host: str, port: int, storage_url: str | None, root_path: str,
+              read_only: bool, secret: str | None, trusted_proxies: tuple[str, ...],
+              log_level: str) -> None:
+    """Serve the web dashboard with uvicorn (local requests only)."""
+    import uvicorn
+
+    from backburner.dashboard import local_requests_only
+
+    _configure_logging(log_level)
+    app = load_app(app_target)
+    if storage_url:
+        app.use_storage(storage_url)
+    try:
+        hooks = [local_requests_only(trusted_proxies=trusted_proxies)]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trusted-proxy") from None
+    asgi_app = app.dashboard(authorization=hooks, read_only=read_only, secret=secret)
+    click.echo(f"backburner dashboard on http://{host}:{port}{root_path}/ "
+               f"(storage {app.storage.describe()})")
+    # proxy_headers=False: the client address is the TCP peer, so a forwarded
+    # header counts only through --trusted-proxy.
+    uvicorn.run(asgi_app, host=host, port=port, root_path=root_path, proxy_headers=False,
+                log_level=log_level.lower())

@@ -29,8 +29,17 @@ start_redis() {
     exit 1
 }
 
+install_chromium() {
+    # The browser tests drive Debian's Chromium through Playwright; Playwright's
+    # own browser download does not work on these machines.
+    if command -v chromium >/dev/null; then return; fi
+    echo "installing Chromium"
+    apt-get update -q && apt-get install -y -q chromium
+}
+
 start_postgres
 start_redis
+install_chromium
 
 export BACKBURNER_REQUIRE_SERVICES=1
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
