@@ -208,23 +208,25 @@ class Server:
         A second signal exits at once; the jobs then still running keep their
         leases until the watchdog of a live server puts them back.
         """
-        requested = threading.Event()
+        signals: list[int] = []
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            if requested.is_set():
+            # Only record the signal: the handler runs between two bytecodes
+            # of the main thread, which may hold a lock that Event.set needs.
+            signals.append(signum)
+            if len(signals) > 1:
                 logger.warning("server %s: second %s, exiting now; running jobs are recovered "
                                "once the server timeout passes", self.id,
                                signal.Signals(signum).name)
                 os._exit(1)
-            logger.info("server %s: %s received, shutting down", self.id,
-                        signal.Signals(signum).name)
-            requested.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
-            while not requested.wait(0.5):
-                pass
+            while not signals:
+                time.sleep(0.1)
+            logger.info("server %s: %s received, shutting down", self.id,
+                        signal.Signals(signals[0]).name)
             self.stop()
         finally:
             for sig, handler in previous.items():

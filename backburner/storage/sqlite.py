@@ -52,7 +52,7 @@ class SQLiteStorage(Storage):
     """Storage in one SQLite database file."""
 
     def __init__(self, path: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-                 synchronous: str = "NORMAL",
+                 synchronous: str = "FULL",
                  poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
         if path in ("", ":memory:") or path.startswith("file::memory:"):
             raise ConfigurationError(
@@ -68,6 +68,7 @@ class SQLiteStorage(Storage):
         self._local = threading.local()
         self._connections: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._change = threading.Condition()
         self._generation = 0  # raised by local commits that enqueue jobs, and by interrupt()
         self._interrupts = 0
@@ -106,7 +107,10 @@ class SQLiteStorage(Storage):
 
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        with self._errors(action):
+        # Threads of one process queue on a Python lock, which wakes the next
+        # writer at once; only other processes meet SQLite's busy handler,
+        # which sleeps in steps of up to 100 ms.
+        with self._errors(action), self._write_lock:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
