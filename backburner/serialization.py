@@ -37,6 +37,8 @@ def dumps(value: Any) -> str:
                           separators=(",", ":"))
     except RecursionError:
         raise InvalidArguments(f"arguments are nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # such as an int too long to convert to text
+        raise InvalidArguments(f"arguments cannot be written as JSON: {exc}") from None
 
 
 def loads(text: str | bytes) -> Any:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from backburner import serialization, states
-from backburner.errors import BackburnerError
 from backburner.records import HistoryEntry, JobRecord, StateChange
 from backburner.retry import RetryPolicy
 from backburner.storage.base import Storage
@@ -27,13 +26,25 @@ MAX_TRACEBACK_CHARS = 32_000
 MAX_RESULT_CHARS = 16_000
 
 
+def safe_str(value: object) -> str:
+    """Return ``str(value)``, or a placeholder when that raises (a hostile ``__str__``,
+    an int too long to print)."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
 def exception_data(error: BaseException) -> dict[str, Any]:
     """Describe ``error`` for the state history: type, message and traceback."""
     kind = type(error)
-    text = "".join(traceback.format_exception(error, limit=100))
+    try:
+        text = "".join(traceback.format_exception(error, limit=100))
+    except Exception:
+        text = "<traceback could not be formatted>"
     return {
         "exception_type": f"{kind.__module__}.{kind.__qualname__}",
-        "exception_message": str(error)[:MAX_MESSAGE_CHARS],
+        "exception_message": safe_str(error)[:MAX_MESSAGE_CHARS],
         "traceback": text[-MAX_TRACEBACK_CHARS:],
     }
 
@@ -44,11 +55,14 @@ def result_data(result: Any) -> dict[str, Any]:
         return {}
     try:
         encoded = serialization.dumps(result)
-    except BackburnerError:
+    except Exception:  # any value a job returns must not stop its outcome being stored
         encoded = None
     if encoded is not None and len(encoded) <= MAX_RESULT_CHARS:
         return {"result": encoded}
-    return {"result_repr": repr(result)[:1_000]}
+    try:
+        return {"result_repr": repr(result)[:1_000]}
+    except Exception:
+        return {"result_repr": f"<unprintable {type(result).__name__}>"}
 
 
 class StateMachine:
@@ -72,7 +86,7 @@ class StateMachine:
         Hangfire does, so the history shows every exception.
         """
         data = exception_data(error)
-        reason = reason or f"{type(error).__name__}: {str(error)[:200]}"
+        reason = reason or f"{type(error).__name__}: {safe_str(error)[:200]}"
         failed = HistoryEntry(states.FAILED, reason, data)
         guard: dict[str, Any] = {"expected": (states.PROCESSING,), "lease_token": job.lease_token}
 

@@ -203,3 +203,11 @@ def test_storage_url_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_bad_storage_urls(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Backburner(url).storage
+
+
+def test_unwritable_int_rejected(app: Backburner) -> None:
+    @app.job
+    def take(value: int) -> None: ...
+
+    with pytest.raises(InvalidArguments, match="cannot be written as JSON"):
+        take.enqueue(10**5000)

@@ -15,7 +15,7 @@ from backburner.errors import InvalidArguments, InvalidPayload, JobNotRegistered
 from backburner.job import decode_payload
 from backburner.records import JobRecord, StateChange
 from backburner.registry import JobFunction, Registry
-from backburner.state_machine import StateMachine
+from backburner.state_machine import StateMachine, safe_str
 
 logger = logging.getLogger(__name__)
 job_logger = logging.getLogger("backburner.jobs")
@@ -91,11 +91,13 @@ class Performer:
         change = self.state_machine.failed(job, error, function.retry)
         if change.state == states.SCHEDULED:
             logger.warning("job %s (%s) failed on server %s (%s: %s); retry %d of %d in %.1f s",
-                           job.id, job.function, self.server_id, type(error).__name__, error,
+                           job.id, job.function, self.server_id, type(error).__name__,
+                           safe_str(error),
                            change.retry_count, function.retry.retries, change.delay or 0)
         else:
             logger.error("job %s (%s) failed on server %s; moving it to %s: %s: %s", job.id,
-                         job.function, self.server_id, change.state, type(error).__name__, error)
+                         job.function, self.server_id, change.state, type(error).__name__,
+                         safe_str(error))
         return change
 
     def _reject(self, job: JobRecord, error: Exception) -> StateChange:

@@ -283,6 +283,13 @@ class Server:
             self._running[job.lease_token] = _Running(job, token, deadline)
         try:
             change = self.performer.perform(job, token)
+        except Exception as error:
+            # A bug in backburner itself: still record an outcome, so the job
+            # does not stay Processing while this server heartbeats.
+            logger.exception("job %s (%s): recording its outcome failed on server %s", job.id,
+                             job.function, self.id)
+            change = self.state_machine.failed(job, error, None,
+                                               reason="Internal error while recording the outcome")
         finally:
             with self._running_lock:
                 self._running.pop(job.lease_token, None)

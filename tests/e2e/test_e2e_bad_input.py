@@ -1,0 +1,283 @@
+"""Bad input at run time and at the command line: clean failures, no code execution."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import jobapp
+import pytest
+from harness import (
+    ServerProcess,
+    StartServer,
+    Workspace,
+    all_in_state,
+    executions,
+    run_cli,
+    states_of,
+    wait_for,
+)
+
+DEADLINE = 60.0
+
+NOT_REGISTERED = "backburner.errors.JobNotRegistered"
+INVALID_PAYLOAD = "backburner.errors.InvalidPayload"
+INVALID_ARGUMENTS = "backburner.errors.InvalidArguments"
+
+
+class Exploit:
+    """Unpickling this runs a shell command, as a hostile pickle payload would."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (self.command,))
+
+
+def crafted_rows(canary: Path) -> list[tuple[str, str, Any, str, str]]:
+    """Return (label, function, payload, reason fragment, exception type) rows to insert."""
+    command = f"touch {canary}"
+    hostile_pickle = pickle.dumps(Exploit(command))
+    pickle_text = base64.b64encode(hostile_pickle).decode()
+
+    def call(*args: Any, **kwargs: Any) -> str:
+        return json.dumps({"args": list(args), "kwargs": kwargs})
+
+    deep = "[" * 250 + "]" * 250
+    very_deep = "[" * 100_000 + "]" * 100_000
+    return [
+        ("pickle-blob", "e2e.echo", hostile_pickle, "not valid JSON", INVALID_PAYLOAD),
+        ("pickle-text", "e2e.echo", hostile_pickle.decode("latin-1"), "not valid JSON",
+         INVALID_PAYLOAD),
+        ("pickle-tag", "e2e.echo", call({"$bb": "pickle", "v": pickle_text}),
+         "unknown tag 'pickle'", INVALID_PAYLOAD),
+        ("os-system-tag", "e2e.echo", call({"$bb": "os.system", "v": command}),
+         "unknown tag 'os.system'", INVALID_PAYLOAD),
+        ("import-path-tag", "e2e.echo", call({"$bb": "global", "v": "os:system",
+                                              "args": [command]}),
+         "unexpected keys", INVALID_PAYLOAD),
+        ("invalid-json", "e2e.echo", '{"args": [1,', "not valid JSON", INVALID_PAYLOAD),
+        ("not-an-object", "e2e.echo", "[1, 2]", "exactly 'args' and 'kwargs'",
+         INVALID_PAYLOAD),
+        ("number", "e2e.echo", 42, "exactly 'args' and 'kwargs'", INVALID_PAYLOAD),
+        ("args-not-list", "e2e.echo", '{"args": {"a": 1}, "kwargs": {}}',
+         "'args' must be a list", INVALID_PAYLOAD),
+        ("bare-nan", "e2e.echo", '{"args": [NaN], "kwargs": {}}', "bare NaN",
+         INVALID_PAYLOAD),
+        ("nested-250", "e2e.echo", f'{{"args": [{deep}], "kwargs": {{}}}}',
+         "nested deeper than", INVALID_PAYLOAD),
+        ("nested-100000", "e2e.echo", f'{{"args": [{very_deep}], "kwargs": {{}}}}',
+         "not valid JSON", INVALID_PAYLOAD),
+        ("huge-int", "e2e.echo", '{"args": [1' + "0" * 5_000 + '], "kwargs": {}}',
+         "not valid JSON", INVALID_PAYLOAD),
+        ("bad-base64", "e2e.echo", call({"$bb": "bytes", "v": "!!not base64!!"}),
+         "does not decode", INVALID_PAYLOAD),
+        ("bad-datetime", "e2e.echo", call({"$bb": "datetime", "v": "yesterday"}),
+         "does not decode", INVALID_PAYLOAD),
+        ("os-system-function", "os:system", call(command), "not registered", NOT_REGISTERED),
+        ("posix-system-function", "posix.system", call(command), "not registered",
+         NOT_REGISTERED),
+        ("eval-function", "builtins:eval", call(f"open({str(canary)!r}, 'w')"),
+         "not registered", NOT_REGISTERED),
+        ("empty-function", "", call(1), "not registered", NOT_REGISTERED),
+        ("too-many-args", "e2e.echo", call(1, 2, 3), "arguments do not match",
+         INVALID_ARGUMENTS),
+        ("unknown-kwarg", "e2e.echo", call(1, nope=2), "arguments do not match",
+         INVALID_ARGUMENTS),
+        ("missing-arg", "e2e.echo", call(), "arguments do not match", INVALID_ARGUMENTS),
+        ("context-kwarg", "e2e.echo", call(1, ctx="forged"), "do not pass 'ctx'",
+         INVALID_ARGUMENTS),
+    ]
+
+
+def insert_rows(db_path: Path, rows: list[tuple[str, str, Any]]) -> None:
+    """Insert Enqueued job rows (id, function, payload) behind the storage's back."""
+    conn = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        now = time.time()
+        for job_id, function, payload in rows:
+            conn.execute(
+                "INSERT INTO jobs (id, function, payload, queue, state, created_at, state_at, "
+                "enqueued_at) VALUES (?, ?, ?, 'default', 'Enqueued', ?, ?, ?)",
+                (job_id, function, payload, now, now, now))
+            conn.execute("INSERT INTO history (job_id, state, reason, data, at) "
+                         "VALUES (?, 'Enqueued', 'crafted by the test', '{}', ?)", (job_id, now))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def test_crafted_rows_fail_cleanly(workspace: Workspace, start_server: StartServer) -> None:
+    app = workspace.app
+    canary = workspace.root / "canary"
+    server = start_server(workers=2)
+    server.wait_announced(app)
+    cases = crafted_rows(canary)
+    ids = [f"crafted-{label}" for label, *_ in cases]
+    rows = [(job_id, function, payload)
+            for job_id, (_, function, payload, _, _) in zip(ids, cases, strict=True)]
+    insert_rows(workspace.db_path, rows)
+
+    wait_for(lambda: all_in_state(app, ids, "Failed"), DEADLINE, "every crafted job to fail")
+    good = [jobapp.sleep.enqueue(0.0) for _ in range(5)]
+    wait_for(lambda: all_in_state(app, good, "Succeeded"), DEADLINE, "the good jobs after them")
+
+    for job_id, (label, _, _, fragment, exception_type) in zip(ids, cases, strict=True):
+        job = app.get_job(job_id)
+        assert job.attempt == 1, label
+        assert fragment in job.history[-1].reason, label
+        assert job.history[-1].data["exception_type"] == exception_type, label
+        assert "Scheduled" not in [entry.state for entry in job.history], label
+    runs = executions(workspace.log_path)
+    assert not set(ids) & set(runs)
+    assert not canary.exists()
+    assert server.alive()
+    assert "Exception in thread" not in server.output_tail(10_000)
+
+
+def test_cli_reads_crafted_rows(workspace: Workspace) -> None:
+    cases = crafted_rows(workspace.root / "canary")
+    insert_rows(workspace.db_path, [(f"crafted-{label}", function, payload)
+                                    for label, function, payload, _, _ in cases])
+
+    list_result = run_cli(["jobs", "list", "--json", "--limit", "100",
+                      *storage_args(workspace)], workspace.log_path)
+    show_result = run_cli(["jobs", "show", "crafted-pickle-blob", *storage_args(workspace)],
+                    workspace.log_path)
+
+    assert list_result.returncode == 0, list_result.stderr
+    assert len(list_result.stdout.splitlines()) == len(cases)
+    assert show_result.returncode == 0, show_result.stderr
+    assert "not valid JSON" in json.loads(show_result.stdout)["payload_error"]
+    assert not (workspace.root / "canary").exists()
+
+
+def test_unregistered_function_fails(workspace: Workspace, start_server: StartServer) -> None:
+    import clientonly
+
+    app = workspace.app
+    server = start_server(workers=2)
+    server.wait_announced(app)
+    unknown = [clientonly.client_only.enqueue(n) for n in range(3)]
+    good = jobapp.sleep.enqueue(0.0)
+    wait_for(lambda: all_in_state(app, unknown, "Failed"), DEADLINE, "the unknown jobs to fail")
+    wait_for(lambda: all_in_state(app, [good], "Succeeded"), DEADLINE, "the good job")
+
+    for job_id in unknown:
+        failed = app.get_job(job_id).history[-1]
+        assert "'e2e.client_only' is not registered" in failed.reason
+        assert failed.data["exception_type"] == NOT_REGISTERED
+    assert server.alive()
+
+
+def no_dead_worker(server: ServerProcess) -> None:
+    """Fail at once if a worker thread of the server died with an exception."""
+    if "Exception in thread" in server.output_tail(10_000):
+        raise AssertionError(f"a worker thread died:\n{server.output_tail()}")
+
+
+def test_unprintable_error_fails(workspace: Workspace, start_server: StartServer) -> None:
+    app = workspace.app
+    server = start_server(workers=1)
+    server.wait_announced(app)
+    bad = jobapp.huge_error.enqueue()
+    good = jobapp.sleep.enqueue(0.0)
+
+    def finished() -> bool:
+        no_dead_worker(server)
+        return app.get_job(bad).state == "Failed" and app.get_job(good).state == "Succeeded"
+
+    wait_for(finished, DEADLINE, "the failing job and the next one to finish")
+
+    failed = app.get_job(bad).history[-1]
+    assert failed.data["exception_type"] == "builtins.ValueError"
+    assert failed.reason
+    assert server.alive()
+
+
+def test_unencodable_result_succeeds(workspace: Workspace, start_server: StartServer) -> None:
+    app = workspace.app
+    server = start_server(workers=1)
+    server.wait_announced(app)
+    bad = jobapp.huge_result.enqueue()
+    good = jobapp.sleep.enqueue(0.0)
+
+    def finished() -> bool:
+        no_dead_worker(server)
+        return all_in_state(app, [bad, good], "Succeeded")
+
+    wait_for(finished, DEADLINE, "the job with the huge result and the next one to succeed")
+
+    assert len(executions(workspace.log_path)[bad].finishes) == 1
+    assert server.alive()
+
+
+def storage_args(workspace: Workspace) -> list[str]:
+    return ["--storage", workspace.storage_url]
+
+
+@pytest.mark.parametrize(("label", "args", "fragment"), [
+    ("invalid-json", ["--args", "[1,"], "is not valid JSON"),
+    ("args-object", ["--args", '{"seconds": 1}'], "is not a JSON array"),
+    ("kwargs-array", ["--kwargs", "[1]"], "is not a JSON object"),
+    ("bad-queue", ["--queue", "Bad Queue!"], "invalid queue name"),
+    ("wrong-arguments", ["--args", "[1, 2, 3]"], "arguments do not match"),
+    ("unknown-kwarg", ["--kwargs", '{"nope": 1}'], "arguments do not match"),
+])
+def test_cli_enqueue_rejects(workspace: Workspace, label: str, args: list[str],
+                             fragment: str) -> None:
+    result = run_cli(["enqueue", "e2e.sleep", "--app", "jobapp:app",
+                      *storage_args(workspace), *args], workspace.log_path)
+
+    assert result.returncode != 0
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sum(workspace.app.storage.count_jobs_by_state().values()) == 0
+
+
+def test_cli_enqueue_unknown_function(workspace: Workspace) -> None:
+    result = run_cli(["enqueue", "e2e.missing", "--app", "jobapp:app",
+                      *storage_args(workspace)], workspace.log_path)
+
+    assert result.returncode != 0
+    assert "no job function is registered as 'e2e.missing'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sum(workspace.app.storage.count_jobs_by_state().values()) == 0
+
+
+def test_cli_enqueue_unknown_app(workspace: Workspace) -> None:
+    result = run_cli(["enqueue", "e2e.sleep", "--app", "no_such_module:app",
+                      *storage_args(workspace)], workspace.log_path)
+
+    assert result.returncode != 0
+    assert "cannot import module 'no_such_module'" in result.stderr
+    assert sum(workspace.app.storage.count_jobs_by_state().values()) == 0
+
+
+def test_cli_enqueue_valid(workspace: Workspace) -> None:
+    result = run_cli(["enqueue", "e2e.sleep", "--app", "jobapp:app", "--args", "[0.5]",
+                      *storage_args(workspace)], workspace.log_path)
+
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    assert states_of(workspace.app, [job_id]) == {job_id: "Enqueued"}
+    assert workspace.app.get_job(job_id).args == [0.5]
+
+
+@pytest.mark.parametrize("command", ["show", "requeue", "delete"])
+def test_cli_missing_job(workspace: Workspace, command: str) -> None:
+    result = run_cli(["jobs", command, "no-such-job", *storage_args(workspace)],
+                     workspace.log_path)
+
+    assert result.returncode != 0
+    assert "job 'no-such-job' not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sum(workspace.app.storage.count_jobs_by_state().values()) == 0
