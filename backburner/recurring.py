@@ -33,9 +33,10 @@ logger = logging.getLogger(__name__)
 MISFIRE_MODES = ("relaxed", "strict", "ignore")
 RECURRING_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
-#: In "ignore" mode, an occurrence this many seconds old still fires: it is
-#: late because a scheduler pass was slow, not missed during downtime.
-IGNORE_GRACE = 60.0
+#: An occurrence at most this many seconds old is late (a scheduler pass was
+#: slow), not missed during downtime, so it fires in every misfire mode. It is
+#: ten passes of the recurring scheduler.
+LATE_GRACE = 10.0
 #: Most occurrences one pass looks at for one recurring job.
 MAX_CATCH_UP = 1_000
 #: Scheduling errors in a row before a recurring job is disabled, and the
@@ -249,17 +250,17 @@ def _due_occurrences(schedule: CronSchedule, next_at: float, now: float,
 def choose_occurrences(due: list[float], now: float, misfire: str) -> list[float]:
     """Pick which due occurrences get a job, by misfire mode.
 
-    "relaxed": the latest one only. "strict": all of them. "ignore": the
-    latest one if it is at most IGNORE_GRACE seconds old, so a pass that is
-    merely slow never drops a run.
+    Occurrences at most LATE_GRACE seconds old are merely late and always
+    fire. Older ones were missed: "strict" fires all of them, "relaxed"
+    fires one job in their place (stamped with the latest due occurrence),
+    and "ignore" drops them.
     """
-    if not due:
-        return []
-    if misfire == "strict":
+    late = [at for at in due if now - at <= LATE_GRACE]
+    if misfire == "strict" or len(late) == len(due):
         return list(due)
-    if misfire == "ignore" and now - due[-1] > IGNORE_GRACE:
-        return []
-    return [due[-1]]
+    if misfire == "relaxed":
+        return [due[-1]]
+    return late
 
 
 def _next_timestamp(schedule: CronSchedule, after: float) -> float | None:

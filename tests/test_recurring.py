@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backburner import Backburner, ConfigurationError, JobNotFound
-from backburner.recurring import MAX_ERRORS, RecurringScheduler
+from backburner.recurring import MAX_ERRORS, RecurringScheduler, choose_occurrences
 
 
 @pytest.fixture
@@ -164,13 +164,30 @@ def test_misfire_modes_after_downtime(app: Backburner, misfire: str, expected: i
     assert after.next_at is not None and after.next_at > dt.datetime.now(dt.timezone.utc)
 
 
-def test_ignore_mode_keeps_late_run(app: Backburner) -> None:
-    app.recurring.add_or_update("r", "report", "* * * * * *", misfire="ignore")
-    rewind(app, "r", 5)  # a pass five seconds late, not downtime
+@pytest.mark.parametrize("misfire", ["relaxed", "ignore"])
+def test_late_pass_fires_every_occurrence(app: Backburner, misfire: str) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * * *", misfire=misfire)
+    start = rewind(app, "r", 5)  # a pass five seconds late, not downtime
 
     RecurringScheduler(app.storage, "test").run_once()
+    occurrences = sorted(job.occurrence for job in jobs_of(app, "r"))
 
-    assert len(jobs_of(app, "r")) == 1
+    assert occurrences[0] == start
+    assert len(occurrences) >= 5
+    assert all(b - a == 1 for a, b in zip(occurrences, occurrences[1:]))
+
+
+def test_choose_occurrences_by_mode() -> None:
+    now = 1_000_000.0
+    missed = [now - 3600, now - 1800, now - 5]
+    on_time = [now - 2, now - 1]
+
+    assert choose_occurrences(missed, now, "relaxed") == [now - 5]
+    assert choose_occurrences(missed, now, "strict") == missed
+    assert choose_occurrences(missed, now, "ignore") == [now - 5]
+    assert choose_occurrences(missed[:2], now, "ignore") == []
+    assert choose_occurrences(on_time, now, "relaxed") == on_time
+    assert choose_occurrences([], now, "strict") == []
 
 
 def test_strict_jobs_stamped_with_occurrence(app: Backburner) -> None:
