@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from backburner import states
+
 
 @dataclass(frozen=True)
 class HistoryEntry:
@@ -70,6 +72,11 @@ class StateChange:
     retry_count: int | None = None
     #: Final states: seconds until the job is removed (None: never).
     expire_in: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.state == states.PROCESSING:
+            raise ValueError(f"job {self.job_id}: only fetch_jobs moves a job to Processing, "
+                             "because only a fetch gives it a lease")
 
 
 @dataclass(frozen=True)

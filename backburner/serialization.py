@@ -86,12 +86,12 @@ def _encode_dict(value: dict[Any, Any], path: str, depth: int) -> Any:
 
 def _encode_scalar(value: Any, path: str) -> Any:
     # datetime is a subclass of date, so it is tested first.
-    if isinstance(value, dt.datetime):
-        return {TAG: "datetime", "v": value.isoformat()}
+    if isinstance(value, (dt.datetime, dt.time)):
+        _check_offset(value, path)
+        tag = "datetime" if isinstance(value, dt.datetime) else "time"
+        return {TAG: tag, "v": value.isoformat()}
     if isinstance(value, dt.date):
         return {TAG: "date", "v": value.isoformat()}
-    if isinstance(value, dt.time):
-        return {TAG: "time", "v": value.isoformat()}
     if isinstance(value, uuid.UUID):
         return {TAG: "uuid", "v": str(value)}
     if isinstance(value, Decimal):
@@ -103,6 +103,16 @@ def _encode_scalar(value: Any, path: str) -> Any:
         f"{type(value).__qualname__} cannot be stored as a job argument; pass JSON values "
         "(str, int, float, bool, None, list, dict) or datetime, date, time, UUID, Decimal, "
         "bytes or tuple, for example an id instead of an object")
+
+
+def _check_offset(value: dt.datetime | dt.time, path: str) -> None:
+    # fromisoformat reads a UTC offset under one second as UTC, so such
+    # values would not come back equal; no real time zone has one.
+    offset = value.utcoffset()
+    if offset and abs(offset) < dt.timedelta(seconds=1):
+        raise InvalidArguments(
+            f"{path}: {value!r} has a UTC offset under one second, which cannot be stored; "
+            "use a whole-second offset")
 
 
 def _decode(value: Any, depth: int) -> Any:

@@ -204,7 +204,8 @@ class Storage(ABC):
     @abstractmethod
     def list_jobs(self, state: str, *, queue: str | None = None, offset: int = 0,
                   limit: int = 50) -> list[JobRecord]:
-        """Return jobs in ``state``, newest state change first (queues: FIFO order)."""
+        """Return jobs in ``state``: Enqueued in FIFO order, Scheduled by due time,
+        the others newest state change first."""
 
     @abstractmethod
     def counter_totals(self) -> dict[str, int]:

@@ -309,7 +309,7 @@ class SQLiteStorage(Storage):
     def _set_state(self, conn: sqlite3.Connection, job_id: str, state: str, now: float, *,
                    due_at: float | None = None, expire_in: float | None = None,
                    retry_count: int | None = None, crash: bool = False) -> None:
-        expire_at = now + expire_in if state in states.FINAL_STATES and expire_in else None
+        expire_at = now + expire_in if state in states.FINAL_STATES and expire_in is not None else None
         conn.execute(
             "UPDATE jobs SET state = ?, state_at = ?, enqueued_at = ?, due_at = ?, "
             "expire_at = ?, lease_token = NULL, server_id = NULL, "

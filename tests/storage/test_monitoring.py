@@ -1,0 +1,170 @@
+"""Conformance: counters and monitoring queries."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from backburner import states
+from backburner.records import HistoryEntry, StateChange
+from backburner.storage.base import Storage
+
+# -- counters -----------------------------------------------------------------
+
+
+def history_total(storage: Storage, name: str, resolution: str) -> int:
+    """Sum the counter history of the last two hours."""
+    since = storage.now() - 7200.0
+    return sum(count for _, count in storage.counter_history(name, resolution, since))
+
+
+def test_counters_empty(storage: Storage) -> None:
+    assert storage.counter_totals() == {"succeeded": 0, "failed": 0, "deleted": 0}
+    assert storage.counter_history("succeeded", "minute", 0.0) == []
+
+
+def test_counters_outcomes(storage: Storage, jobs) -> None:
+    runs = [jobs.processing(queue=f"q{index}") for index in range(6)]
+    storage.change_states([
+        StateChange(runs[0].id, states.SUCCEEDED, lease_token=runs[0].lease_token),
+        StateChange(runs[1].id, states.SUCCEEDED, lease_token=runs[1].lease_token),
+        StateChange(runs[2].id, states.SUCCEEDED, lease_token=runs[2].lease_token),
+        StateChange(runs[3].id, states.FAILED, lease_token=runs[3].lease_token),
+        StateChange(runs[4].id, states.DELETED),
+        StateChange(runs[5].id, states.SUCCEEDED, lease_token="not-the-lease"),
+    ])
+
+    assert storage.counter_totals() == {"succeeded": 3, "failed": 1, "deleted": 1}
+    for resolution in ("minute", "hour"):
+        assert history_total(storage, "succeeded", resolution) == 3
+        assert history_total(storage, "failed", resolution) == 1
+        assert history_total(storage, "deleted", resolution) == 1
+
+
+def test_counters_retry_not_failed(storage: Storage, jobs) -> None:
+    job = jobs.processing()
+    failed = HistoryEntry(states.FAILED, "ValueError: boom")
+    storage.change_states([StateChange(job.id, states.SCHEDULED, "Retry attempt 1",
+                                       lease_token=job.lease_token, traversed=(failed,),
+                                       delay=60.0, retry_count=1)])
+
+    assert storage.counter_totals()["failed"] == 0
+    assert history_total(storage, "failed", "minute") == 0
+
+
+def test_counters_exhausted_delete(storage: Storage, jobs) -> None:
+    job = jobs.processing()
+    failed = HistoryEntry(states.FAILED, "ValueError: boom")
+    storage.change_states([StateChange(job.id, states.DELETED, "Retries exhausted",
+                                       lease_token=job.lease_token, traversed=(failed,))])
+
+    assert storage.counter_totals() == {"succeeded": 0, "failed": 0, "deleted": 1}
+
+
+def test_counters_rejected_change(storage: Storage, jobs) -> None:
+    job_id = jobs.create()
+    storage.change_states([StateChange(job_id, states.SUCCEEDED)])
+
+    assert storage.counter_totals() == {"succeeded": 0, "failed": 0, "deleted": 0}
+
+
+def test_counter_history_buckets(storage: Storage, jobs) -> None:
+    job = jobs.processing()
+    storage.change_states([StateChange(job.id, states.SUCCEEDED)])
+    now = storage.now()
+    minutes = storage.counter_history("succeeded", "minute", now - 120.0)
+    hours = storage.counter_history("succeeded", "hour", now - 7200.0)
+
+    assert len(minutes) == 1
+    assert minutes[0][0] % 60 == 0
+    assert now - 120.0 < minutes[0][0] <= now
+    assert minutes[0][1] == 1
+    assert len(hours) == 1
+    assert hours[0][0] % 3600 == 0
+    assert now - 7200.0 < hours[0][0] <= now
+    assert hours[0][1] == 1
+    assert storage.counter_history("succeeded", "minute", now + 60.0) == []
+
+
+def test_counter_history_resolution(storage: Storage) -> None:
+    with pytest.raises(ValueError, match="resolution"):
+        storage.counter_history("succeeded", "day", 0.0)
+
+
+# -- monitoring ---------------------------------------------------------------
+
+
+def test_count_by_state_empty(storage: Storage) -> None:
+    assert storage.count_jobs_by_state() == dict.fromkeys(states.ALL_STATES, 0)
+
+
+def test_count_by_state(storage: Storage, jobs) -> None:
+    for state in states.ALL_STATES:
+        jobs.in_state(state)
+    jobs.create()
+    counts = storage.count_jobs_by_state()
+    expected = dict.fromkeys(states.ALL_STATES, 1)
+    # in_state(AWAITING) also creates an Enqueued parent, and create() one more.
+    expected[states.ENQUEUED] = 3
+
+    assert counts == expected
+
+
+def test_queue_lengths(storage: Storage, jobs) -> None:
+    storage.create_jobs([jobs.new(queue="critical") for _ in range(3)])
+    storage.create_jobs([jobs.new(queue="default") for _ in range(2)])
+    jobs.create(states.SCHEDULED, queue="later", delay=600.0)
+    jobs.processing(queue="busy")
+
+    assert storage.queue_lengths() == {"critical": 3, "default": 2}
+
+
+def test_queue_lengths_empty(storage: Storage) -> None:
+    assert storage.queue_lengths() == {}
+
+
+def test_list_enqueued_fifo(storage: Storage, jobs) -> None:
+    ids = [jobs.create() for _ in range(4)]
+    listed = storage.list_jobs(states.ENQUEUED)
+
+    assert [job.id for job in listed] == ids
+    assert {job.state for job in listed} == {states.ENQUEUED}
+
+
+def test_list_newest_first(storage: Storage, jobs) -> None:
+    ids = []
+    for index in range(4):
+        job = jobs.processing(queue=f"q{index}")
+        storage.change_states([StateChange(job.id, states.SUCCEEDED)])
+        ids.append(job.id)
+        time.sleep(0.002)
+    listed = storage.list_jobs(states.SUCCEEDED)
+
+    assert [job.id for job in listed] == ids[::-1]
+
+
+def test_list_paging(storage: Storage, jobs) -> None:
+    ids = [jobs.create() for _ in range(5)]
+
+    assert [job.id for job in storage.list_jobs(states.ENQUEUED, limit=2)] == ids[:2]
+    assert [job.id for job in storage.list_jobs(states.ENQUEUED, offset=2, limit=2)] == ids[2:4]
+    assert [job.id for job in storage.list_jobs(states.ENQUEUED, offset=4, limit=2)] == ids[4:]
+    assert storage.list_jobs(states.ENQUEUED, offset=5) == []
+
+
+def test_list_queue_filter(storage: Storage, jobs) -> None:
+    critical = [jobs.create(queue="critical") for _ in range(2)]
+    jobs.create(queue="default")
+
+    listed = storage.list_jobs(states.ENQUEUED, queue="critical")
+
+    assert [job.id for job in listed] == critical
+    assert storage.list_jobs(states.ENQUEUED, queue="unknown") == []
+
+
+def test_list_other_states_excluded(storage: Storage, jobs) -> None:
+    jobs.in_state(states.FAILED)
+
+    assert storage.list_jobs(states.SUCCEEDED) == []
+    assert len(storage.list_jobs(states.FAILED)) == 1
