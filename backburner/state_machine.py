@@ -27,12 +27,14 @@ MAX_RESULT_CHARS = 16_000
 
 
 def safe_str(value: object) -> str:
-    """Return ``str(value)``, or a placeholder when that raises (a hostile ``__str__``,
-    an int too long to print)."""
+    """Return ``str(value)`` as valid UTF-8 text: lone surrogates are escaped, and a
+    placeholder stands in when ``str`` raises (a hostile ``__str__``, an int too
+    long to print)."""
     try:
-        return str(value)
+        text = str(value)
     except Exception:
         return f"<unprintable {type(value).__name__}>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def exception_data(error: BaseException) -> dict[str, Any]:

@@ -297,3 +297,19 @@ def test_server_reannounces_after_being_declared_dead(app: Backburner) -> None:
     with app.server(workers=1, heartbeat_interval=0.1, server_timeout=5) as server:
         app.storage.remove_server(server.id)
         wait_until(lambda: [s.id for s in app.storage.list_servers()] == [server.id])
+
+
+def test_lone_surrogate_message_recorded(app: Backburner) -> None:
+    @app.job(retries=0)
+    def surrogate() -> None:
+        raise ValueError("bad \udc80 text")
+
+    @app.job
+    def noop() -> None: ...
+
+    with app.server(workers=2):
+        failed = wait_for_state(app, surrogate.enqueue(), {"Failed"})
+        wait_for_state(app, noop.enqueue(), {"Succeeded"})
+
+    assert "\\udc80" in (failed.history[-1].reason or "")
+    assert failed.history[-1].data["exception_message"] == "bad \\udc80 text"

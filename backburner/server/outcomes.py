@@ -6,9 +6,11 @@ import logging
 import queue
 import threading
 
+from backburner import states
+from backburner.errors import StorageError
 from backburner.records import StateChange
 from backburner.server.loops import backoff
-from backburner.state_machine import StateMachine
+from backburner.state_machine import StateMachine, safe_str
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +87,23 @@ class OutcomeWriter(threading.Thread):
             try:
                 results = self.state_machine.apply(batch)
                 break
-            except Exception:
+            except StorageError:
                 failures += 1
                 pause = backoff(failures)
                 logger.exception("server %s: writing %d job outcome(s) failed (attempt %d); "
                                  "retrying in %.1f s", self.server_id, len(batch), failures, pause)
                 self._abandon.wait(pause)
+            except Exception:
+                # Not an outage but a change the storage cannot take: write the
+                # changes one by one so that one bad outcome holds up no other.
+                logger.exception("server %s: a batch of %d job outcome(s) was rejected; "
+                                 "writing them one by one", self.server_id, len(batch))
+                try:
+                    results = [self._write_alone(change) for change in batch]
+                    break
+                except StorageError:
+                    failures += 1
+                    self._abandon.wait(backoff(failures))
         else:
             return
 
@@ -100,3 +113,17 @@ class OutcomeWriter(threading.Thread):
                     "server %s: outcome %s of job %s discarded: the job was deleted, requeued "
                     "or recovered by another server while it ran", self.server_id, change.state,
                     change.job_id)
+
+    def _write_alone(self, change: StateChange) -> bool:
+        try:
+            return self.state_machine.apply([change])[0]
+        except StorageError:
+            raise
+        except Exception as error:
+            logger.exception("server %s: outcome %s of job %s cannot be stored; marking the "
+                             "job Failed instead", self.server_id, change.state, change.job_id)
+            fallback = StateChange(change.job_id, states.FAILED,
+                                   "Outcome could not be stored: "
+                                   f"{type(error).__name__}: {safe_str(error)[:500]}",
+                                   expected=change.expected, lease_token=change.lease_token)
+            return self.state_machine.apply([fallback])[0]
