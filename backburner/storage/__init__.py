@@ -16,16 +16,28 @@ def open_storage(url: str) -> Storage:
     """Open the storage named by ``url``.
 
     ``sqlite:///relative.db`` and ``sqlite:////absolute/path.db`` open a SQLite
-    file; query options: ``busy_timeout_ms`` and ``synchronous``
-    (normal or full).
+    file; query options: ``busy_timeout_ms`` and ``synchronous`` (``full``,
+    the default, survives power loss; ``normal`` is faster and survives
+    process crashes only).
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         return _open_sqlite(url)
-    if scheme in ("postgres", "postgresql", "redis", "rediss", "unix"):
-        raise ConfigurationError(
-            f"storage URL scheme {scheme!r} is not supported by this backburner release yet; "
-            "use a sqlite:/// URL")
+    if scheme in ("postgres", "postgresql"):
+        try:
+            from backburner.storage.postgres import PostgresStorage
+        except ImportError as exc:
+            if (exc.name or "").startswith("backburner"):
+                raise
+            raise ConfigurationError(
+                f"storage URL scheme {scheme!r} needs psycopg 3 and psycopg-pool, which could "
+                f"not be imported ({exc}); install them with: pip install 'backburner[postgres]'"
+            ) from None
+        return PostgresStorage.from_url(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from backburner.storage.redis import open_redis
+
+        return open_redis(url)
     raise ConfigurationError(
         f"invalid storage URL {_redact(url)!r}: expected sqlite:///path/to/file.db")
 
@@ -52,7 +64,7 @@ def _open_sqlite(url: str) -> Storage:
             f"invalid busy_timeout_ms {options['busy_timeout_ms']!r} in {url!r}: "
             "use a whole number of milliseconds") from None
     return SQLiteStorage(path, busy_timeout_ms=busy_timeout_ms,
-                         synchronous=options.get("synchronous", "normal"))
+                         synchronous=options.get("synchronous", "full"))
 
 
 def _redact(url: str) -> str:

@@ -102,8 +102,8 @@ class Storage(ABC):
         """Delete up to ``limit`` jobs past their expiry and old counter buckets."""
 
     # -- recurring jobs ------------------------------------------------------
-    # TODO: make these abstract once the PostgreSQL and Redis backends implement them.
 
+    @abstractmethod
     def save_recurring(self, record: RecurringRecord) -> None:
         """Create a recurring job, or update one with the same id.
 
@@ -114,30 +114,30 @@ class Storage(ABC):
         without shifting the schedule; otherwise it takes ``record.next_at``.
         ``created_at`` and ``updated_at`` are set from the storage clock.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def get_recurring(self, recurring_id: str) -> RecurringRecord | None:
         """Return the recurring job, or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def list_recurring(self) -> list[RecurringRecord]:
         """Return all recurring jobs, ordered by id."""
-        raise NotImplementedError
 
+    @abstractmethod
     def remove_recurring(self, recurring_id: str) -> bool:
         """Remove a recurring job (jobs it created stay); False if it did not exist."""
-        raise NotImplementedError
 
+    @abstractmethod
     def set_recurring_paused(self, recurring_id: str, paused: bool,
                              next_at: float | None) -> bool:
         """Pause or resume; resuming also sets ``next_at``. False if it does not exist."""
-        raise NotImplementedError
 
+    @abstractmethod
     def due_recurring(self, limit: int, max_errors: int) -> list[RecurringRecord]:
         """Return unpaused recurring jobs whose ``next_at`` and ``retry_at`` have
         passed, with fewer than ``max_errors`` errors, earliest first."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fire_recurring(self, recurring_id: str, expected_next_at: float,
                        jobs: Sequence[NewJob], next_at: float | None) -> bool:
         """Create the jobs of due occurrences and advance the schedule, atomically.
@@ -148,19 +148,18 @@ class Storage(ABC):
         exists are skipped. ``last_at`` becomes the last job's occurrence and
         ``last_job_id`` its id; errors are cleared.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def trigger_recurring(self, recurring_id: str, job: NewJob) -> bool:
         """Create ``job`` now and record it as the last job, leaving ``next_at`` alone.
 
         False, creating nothing, when the recurring job does not exist.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def record_recurring_error(self, recurring_id: str, error: str,
                                retry_at: float | None) -> None:
         """Store a scheduling error and count it; the job is not due again before ``retry_at``."""
-        raise NotImplementedError
 
     # -- servers -----------------------------------------------------------
 

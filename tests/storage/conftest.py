@@ -92,6 +92,8 @@ def make_postgres(tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
 #: empty storage no other test can see, whose cleanup closes and drops it.
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Backend]] = {
     "sqlite": make_sqlite,
+    "redis": make_redis,
+    "postgres": make_postgres,
 }
 
 

@@ -1,0 +1,62 @@
+-- fetch_jobs: claim up to `limit` Enqueued jobs, searching queues in the given order.
+--
+-- ARGV[1] prefix, ARGV[2] server id, ARGV[3] limit, ARGV[4] number of queues n,
+-- ARGV[5..4+n] queue names, then `limit` fresh lease tokens.
+-- Returns one flat array per claimed job: id, then its hash fields and values.
+--
+-- Keys touched (under the prefix, see common.lua):
+--   queue:<name>         oldest ids popped (FIFO)
+--   job:<id>             state Processing, lease_token, server_id, attempt + 1
+--   history:<id>         Processing entry
+--   state:Processing     claimed ids added
+--   leases               token -> id
+--   state-counts         Enqueued down, Processing up
+--   wakeup:<name>        emptied when the queue is empty, refilled with one token
+--                        when jobs remain (so a blocked fetcher is not left asleep)
+
+local server_id = ARGV[2]
+local limit = tonumber(ARGV[3])
+local queue_count = tonumber(ARGV[4])
+local first_token = 5 + queue_count
+local now = clock()
+local now_text = num(now)
+local claimed = {}
+
+for position = 1, queue_count do
+  if #claimed >= limit then break end
+  local popped = redis.call('ZPOPMIN', P .. 'queue:' .. ARGV[4 + position], limit - #claimed)
+  for index = 1, #popped, 2 do
+    local id = popped[index]
+    local key = job_key(id)
+    -- The index contains only Enqueued jobs; anything else is a stale entry to drop.
+    if redis.call('HGET', key, 'state') == 'Enqueued' then
+      local token = ARGV[first_token + #claimed]
+      redis.call('HSET', key, 'state', 'Processing', 'state_at', now_text,
+        'lease_token', token, 'server_id', server_id)
+      local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+      redis.call('HSET', P .. 'leases', token, id)
+      redis.call('ZADD', P .. 'state:Processing', now_text, id)
+      add_history(id, 'Processing', 'null',
+        '{"server_id": ' .. cjson.encode(server_id) .. ', "attempt": ' .. attempt .. '}', now)
+      local record = redis.call('HGETALL', key)
+      table.insert(record, 1, id)
+      table.insert(claimed, record)
+    end
+  end
+end
+
+if #claimed > 0 then
+  redis.call('HINCRBY', P .. 'state-counts', 'Enqueued', -#claimed)
+  redis.call('HINCRBY', P .. 'state-counts', 'Processing', #claimed)
+end
+
+for position = 1, queue_count do
+  local queue = ARGV[4 + position]
+  local wakeup = P .. 'wakeup:' .. queue
+  if redis.call('ZCARD', P .. 'queue:' .. queue) == 0 then
+    redis.call('DEL', wakeup)
+  elseif redis.call('LLEN', wakeup) == 0 then
+    redis.call('RPUSH', wakeup, '1')
+  end
+end
+return claimed
