@@ -307,11 +307,20 @@ def stats(as_json: bool, storage_url: str | None) -> None:
               help="Most files to analyse, one job each.")
 @click.option("--workers", type=click.IntRange(1, 1000), default=None,
               help="Worker threads. Default: 5 per CPU, at most 20.")
-def demo(directory: str, source: str | None, limit: int, workers: int | None) -> None:
+@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port of the dashboard on 127.0.0.1. A free port is used when this one "
+                   "is taken, and 0 always picks a free one.")
+@click.option("--no-dashboard", is_flag=True, help="Do not serve the dashboard.")
+@click.option("--keep-open", is_flag=True,
+              help="Keep the dashboard and the server running after the jobs end, until Ctrl-C.")
+def demo(directory: str, source: str | None, limit: int, workers: int | None,
+         dashboard_port: int, no_dashboard: bool, keep_open: bool) -> None:
     """Run a demo workload on embedded SQLite: analyse real files, one job per file."""
     from backburner.demo import run_demo
 
-    sys.exit(run_demo(directory=directory, source=source, limit=limit, workers=workers))
+    sys.exit(run_demo(directory=directory, source=source, limit=limit, workers=workers,
+                      dashboard_port=None if no_dashboard else dashboard_port,
+                      keep_open=keep_open))
 
 
 def _job_summary(job: Job) -> dict[str, Any]:

@@ -722,7 +722,7 @@ def _describe_unit(unit: str, text: str) -> str:
     phrases = []
     for term in text.split(","):
         body, _, step = term.partition("/")
-        every = f"every {step} {unit}s" if step else f"every {unit}"
+        every = f"every {int(step)} {unit}s" if step and int(step) != 1 else f"every {unit}"
         if body == "*":
             phrases.append(every)
         elif "-" in body:

@@ -12,7 +12,14 @@ and runs:
   ``demo.write_report`` job that reads the file jobs' results from storage
   and writes ``report.md`` and ``report.json``;
 - a ``demo.checksum_report`` continuation of the report job, which writes
-  ``report.md.sha256`` when the report job has Succeeded.
+  ``report.md.sha256`` when the report job has Succeeded;
+- the recurring job ``demo-heartbeat``, which runs ``demo.heartbeat`` once a
+  second to append a line to ``heartbeat.txt``. It is paused when the jobs
+  have ended, so the database keeps it for ``backburner recurring list``.
+
+While it runs, the demo serves the dashboard on 127.0.0.1 and prints its URL.
+With ``keep_open`` the dashboard, the server and the heartbeat keep running
+after the summary, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import sysconfig
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -38,12 +47,22 @@ import click
 from backburner import serialization, states
 from backburner.app import Backburner
 from backburner.context import JobContext
+from backburner.dashboard.background import BackgroundServer
 from backburner.job import Job
 
 ANALYSE_FILE = "demo.analyse_file"
 WRITE_TIMESTAMP = "demo.write_timestamp"
 WRITE_REPORT = "demo.write_report"
 CHECKSUM_REPORT = "demo.checksum_report"
+HEARTBEAT = "demo.heartbeat"
+#: The recurring job that runs HEARTBEAT every second while the demo runs.
+HEARTBEAT_ID = "demo-heartbeat"
+HEARTBEAT_CRON = "* * * * * *"
+#: Seconds to wait, once the heartbeat is paused, for the jobs it created to end.
+HEARTBEAT_DRAIN_TIMEOUT = 15.0
+#: The dashboard listens on this address only, so only this machine can open it.
+DASHBOARD_HOST = "127.0.0.1"
+DEFAULT_DASHBOARD_PORT = 8000
 
 #: Seconds before each automatic retry of a file job; short so the demo stays fast.
 RETRY_DELAYS = (0.5, 1.0)
@@ -71,10 +90,11 @@ REPORT_MARKDOWN = "report.md"
 REPORT_JSON = "report.json"
 REPORT_CHECKSUM = "report.md.sha256"
 TIMESTAMP_FILE = "delayed.txt"
+HEARTBEAT_FILE = "heartbeat.txt"
 #: Files a previous run left behind, removed first so that each run starts clean.
 OUTPUT_FILES = (DATABASE_FILE, f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm",
                 f"{DATABASE_FILE}-journal", MANIFEST_FILE, REPORT_MARKDOWN, REPORT_JSON,
-                REPORT_CHECKSUM, TIMESTAMP_FILE)
+                REPORT_CHECKSUM, TIMESTAMP_FILE, HEARTBEAT_FILE)
 
 #: States after which a job runs no more unless someone requeues it.
 ENDED_STATES = (states.SUCCEEDED, states.FAILED, states.DELETED)
@@ -162,7 +182,24 @@ def create_app(directory: Path) -> Backburner:
         Path(f"{report_path}.sha256").write_text(f"{digest}  {path.name}\n", encoding="utf-8")
         return digest
 
+    @app.job(name=HEARTBEAT, retries=0)
+    def heartbeat(path: str) -> str:
+        ticked_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        # One short append per tick: O_APPEND keeps concurrent ticks on separate lines.
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(f"tick at {ticked_at}\n")
+        return ticked_at
+
     return app
+
+
+def count_ticks(folder: Path) -> int:
+    """Return how many times the heartbeat job ran, from the lines of its file."""
+    try:
+        with open(folder / HEARTBEAT_FILE, "rb") as file:
+            return sum(1 for _ in file)
+    except FileNotFoundError:
+        return 0
 
 
 def sqlite_url(path: Path) -> str:
@@ -327,11 +364,23 @@ class ProgressLogHandler(logging.Handler):
 # -- the driver -------------------------------------------------------------
 
 
-def run_demo(directory: str, source: str | None, limit: int, workers: int | None) -> int:
+def run_demo(directory: str, source: str | None, limit: int, workers: int | None, *,
+             dashboard_port: int | None = DEFAULT_DASHBOARD_PORT,
+             keep_open: bool = False) -> int:
     """Run the demo in ``directory`` and return the exit code.
 
-    The code is 0 when every job Succeeded, 130 after Ctrl-C and 1 otherwise.
+    ``dashboard_port`` is the dashboard's port on 127.0.0.1: a taken port is
+    replaced by a free one, 0 always picks a free one, and None serves no
+    dashboard. ``keep_open`` keeps the dashboard and the server running after
+    the summary until Ctrl-C, which then ends the demo normally.
+
+    The code is 0 when every job Succeeded, 130 after Ctrl-C while jobs run,
+    2 for invalid options and 1 otherwise.
     """
+    if keep_open and dashboard_port is None:
+        click.echo("error: --keep-open keeps the dashboard open, so it cannot be combined with "
+                   "--no-dashboard", err=True)
+        return 2
     folder = Path(directory).resolve()
     root = Path(source or sysconfig.get_paths()["stdlib"]).resolve()
     files = find_source_files(root, limit) if root.is_dir() else []
@@ -348,7 +397,9 @@ def run_demo(directory: str, source: str | None, limit: int, workers: int | None
     click.echo(f"Analysing {plural(len(files), 'file')} from {root}, one job each, "
                f"on {app.storage_url}", err=True)
     try:
-        return drive(app, folder, root, files, progress, workers)
+        with serve_dashboard(app, dashboard_port) as dashboard_url:
+            return drive(app, folder, root, files, progress, workers,
+                         dashboard_url=dashboard_url, keep_open=keep_open)
     except KeyboardInterrupt:
         progress.finish()
         click.echo("interrupted; unfinished jobs stay in the database", err=True)
@@ -359,31 +410,68 @@ def run_demo(directory: str, source: str | None, limit: int, workers: int | None
 
 
 def quiet_logging(progress: ProgressLine) -> Callable[[], None]:
-    """Show only WARNING and above from backburner, above the progress bar.
+    """Show only WARNING and above from backburner and uvicorn, above the progress bar.
 
     Return a function that restores the previous logging setup.
     """
-    package = logging.getLogger("backburner")
-    saved = (package.level, package.propagate)
     handler = ProgressLogHandler(progress)
-    package.addHandler(handler)
-    package.setLevel(logging.WARNING)
-    package.propagate = False
+    loggers = [logging.getLogger(name) for name in ("backburner", "uvicorn")]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
 
     def restore() -> None:
-        package.removeHandler(handler)
-        package.setLevel(saved[0])
-        package.propagate = saved[1]
+        for logger, (level, propagate) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
     return restore
 
 
+@contextmanager
+def serve_dashboard(app: Backburner, port: int | None) -> Iterator[str | None]:
+    """Serve the app's dashboard on 127.0.0.1 while the block runs and yield its URL.
+
+    Yield None when ``port`` is None, or when the dashboard cannot start (the
+    demo then runs without it, after a warning).
+    """
+    if port is None:
+        yield None
+        return
+    server = BackgroundServer(app.dashboard(), host=DASHBOARD_HOST, port=port)
+    try:
+        server.start()
+    except (ImportError, OSError, RuntimeError) as exc:
+        click.echo(f"warning: the dashboard did not start ({exc}); the demo runs without it",
+                   err=True)
+        yield None
+        return
+
+    try:
+        if server.fallback_reason is not None:
+            click.echo(f"Port {port} is not available ({server.fallback_reason}); the "
+                       f"dashboard uses port {server.port} instead.", err=True)
+        click.echo(f"Dashboard: {server.url}")
+        yield server.url
+    finally:
+        server.stop()
+
+
 def drive(app: Backburner, folder: Path, root: Path, files: list[Path],
-          progress: ProgressLine, workers: int | None) -> int:
-    """Enqueue the demo jobs, wait for them with a progress bar, then print the summary."""
+          progress: ProgressLine, workers: int | None, *, dashboard_url: str | None = None,
+          keep_open: bool = False) -> int:
+    """Enqueue the demo jobs, wait for them with a progress bar, then print the summary.
+
+    With ``keep_open``, keep the server running afterwards until Ctrl-C.
+    """
     started = time.monotonic()
     deadline = started + DEADLINE_SECONDS + DEADLINE_SECONDS_PER_FILE * len(files)
     ids = {"timestamp": "", "report": "", "checksum": ""}
+    app.recurring.add_or_update(HEARTBEAT_ID, HEARTBEAT, HEARTBEAT_CRON,
+                                args=[str(folder / HEARTBEAT_FILE)])
     server = app.server(workers=workers, schedule_poll_interval=SCHEDULE_POLL_INTERVAL,
                         shutdown_timeout=SHUTDOWN_TIMEOUT)
     with server:
@@ -394,19 +482,77 @@ def drive(app: Backburner, folder: Path, root: Path, files: list[Path],
 
         # One continuation has one parent, so the driver waits for all the file
         # jobs (and the delayed job) before it enqueues the report job.
-        in_time = wait_for(app, progress, lambda ended: ended >= len(files) + 1, deadline,
-                           "analysing files")
+        in_time = wait_for(app, folder, progress, lambda ended: ended >= len(files) + 1,
+                           deadline, "analysing files")
         if in_time:
             ids["report"] = app.enqueue(WRITE_REPORT, str(manifest))
             ids["checksum"] = app.continue_with(ids["report"], CHECKSUM_REPORT,
                                                 str(folder / REPORT_MARKDOWN))
-            in_time = wait_for(app, progress, lambda _: report_chain_ended(app, ids), deadline,
-                               "writing the report")
+            in_time = wait_for(app, folder, progress, lambda _: report_chain_ended(app, ids),
+                               deadline, "writing the report")
         progress.finish()
         elapsed = time.monotonic() - started
+        # After a timeout other jobs may still be queued, so waiting for the
+        # heartbeat's jobs to end could last until HEARTBEAT_DRAIN_TIMEOUT.
+        stop_heartbeat(app, wait=in_time)
 
-    return summarize(app, folder, workers=server.workers, elapsed=elapsed, in_time=in_time,
-                     ids=ids)
+        code = summarize(app, folder, workers=server.workers, elapsed=elapsed,
+                         in_time=in_time, ids=ids)
+        if keep_open:
+            stay_open(app, dashboard_url)
+        elif dashboard_url:
+            click.echo("The dashboard closes with the demo; run it with --keep-open to browse "
+                       "the jobs afterwards.")
+    return code
+
+
+def stop_heartbeat(app: Backburner, *, wait: bool) -> None:
+    """Pause the heartbeat recurring job; with ``wait``, also wait until no job is
+    Enqueued or Processing, which is when the heartbeat's last jobs have ended."""
+    app.recurring.pause(HEARTBEAT_ID)
+    deadline = time.monotonic() + HEARTBEAT_DRAIN_TIMEOUT
+    while wait and time.monotonic() < deadline:
+        counts = app.storage.count_jobs_by_state()
+        if counts.get(states.ENQUEUED, 0) + counts.get(states.PROCESSING, 0) == 0:
+            return
+        time.sleep(WAIT_POLL_INTERVAL)
+
+
+def stay_open(app: Backburner, dashboard_url: str | None) -> None:
+    """Resume the heartbeat and keep the server (and the dashboard) running until Ctrl-C."""
+    app.recurring.resume(HEARTBEAT_ID)
+    where = f"The dashboard stays open at {dashboard_url}" if dashboard_url \
+        else "The server keeps running"
+    click.echo(f"{where} and {HEARTBEAT_ID} keeps ticking every second. Press Ctrl-C to stop.")
+    wait_for_stop_signal()
+    click.echo("Stopping.", err=True)
+    stop_heartbeat(app, wait=True)
+
+
+def wait_for_stop_signal() -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM.
+
+    From the main thread both signals are handled here, even when the shell
+    started the demo with SIGINT ignored (as it does for background jobs of a
+    script). From another thread only a KeyboardInterrupt ends the wait.
+    """
+    received: list[int] = []
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main_thread:
+        # The handler only records the signal: it runs between two bytecodes of
+        # the main thread, so it must not take locks.
+        previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                    for sig in stop_signals}
+    try:
+        while not received:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def enqueue_file_jobs(app: Backburner, folder: Path, root: Path, files: list[Path]) -> Path:
@@ -425,15 +571,17 @@ def enqueue_file_jobs(app: Backburner, folder: Path, root: Path, files: list[Pat
     return manifest
 
 
-def wait_for(app: Backburner, progress: ProgressLine, done: Callable[[int], bool],
-             deadline: float, note: str) -> bool:
+def wait_for(app: Backburner, folder: Path, progress: ProgressLine,
+             done: Callable[[int], bool], deadline: float, note: str) -> bool:
     """Redraw the progress bar until ``done(number of ended jobs)`` returns True.
 
-    Return False if the deadline passed first.
+    Heartbeat jobs are not counted. Return False if the deadline passed first.
     """
     while True:
         counts = app.storage.count_jobs_by_state()
-        ended = sum(counts.get(state, 0) for state in ENDED_STATES)
+        # A tick is written just before its job Succeeds, so this count is at
+        # most one short for a moment, never ahead.
+        ended = max(0, sum(counts.get(state, 0) for state in ENDED_STATES) - count_ticks(folder))
         retrying = counts.get(states.SCHEDULED, 0)
         progress.show(ended, f"{note}, {retrying} scheduled" if retrying else note)
         if done(ended):
@@ -475,6 +623,8 @@ def summarize(app: Backburner, folder: Path, *, workers: int, elapsed: float,
                                   f"wrote {folder / TIMESTAMP_FILE}")
     print_job_line(app, ids["checksum"], "chained:",
                    lambda _: f"continuation of the report job wrote {folder / REPORT_CHECKSUM}")
+    click.echo(f"  recurring: {HEARTBEAT_ID} ({HEARTBEAT_CRON}, every second) ran "
+               f"{plural(count_ticks(folder), 'time')}, wrote {folder / HEARTBEAT_FILE}")
 
     url = shlex.quote(app.storage_url)
     if (folder / REPORT_MARKDOWN).exists():
@@ -483,6 +633,7 @@ def summarize(app: Backburner, folder: Path, *, workers: int, elapsed: float,
     click.echo("Inspect the jobs with:")
     click.echo(f"  backburner stats --storage {url}")
     click.echo(f"  backburner jobs list --state succeeded --storage {url}")
+    click.echo(f"  backburner recurring list --storage {url}")
 
     pending = ", ".join(f"{n} {state}" for state, n in unfinished.items())
     if not in_time:

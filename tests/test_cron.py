@@ -444,3 +444,15 @@ DESCRIBE_CASES = [
 @pytest.mark.parametrize(("expression", "description"), DESCRIBE_CASES)
 def test_describe(expression: str, description: str) -> None:
     assert CronSchedule(expression).describe() == description
+
+
+def test_step_of_one_reads_naturally() -> None:
+    assert "1 minutes" not in CronSchedule("*/1 * * * *").describe()
+    assert "1 hours" not in CronSchedule("0 */1 * * *").describe()
+    assert "every minute" in CronSchedule("*/1 * * * *").describe().lower()
+
+
+def test_exported_from_package() -> None:
+    import backburner
+
+    assert backburner.CronSchedule is CronSchedule

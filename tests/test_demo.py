@@ -6,9 +6,17 @@ import contextlib
 import hashlib
 import io
 import json
+import queue
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,7 @@ from backburner.job import Job
 LIMIT = 40
 #: Seconds a demo subprocess may take before the test gives up, far above a normal run.
 SUBPROCESS_TIMEOUT = 240
+DASHBOARD_LINE = re.compile(r"^Dashboard: (http://127\.0\.0\.1:(\d+)/)$", re.MULTILINE)
 
 
 @dataclass
@@ -48,6 +57,12 @@ class DemoRun:
 
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.folder / "jobs.json").read_text(encoding="utf-8"))
+
+    def heartbeat_jobs(self, app: Backburner) -> list[Job]:
+        records = [record for state in states.ALL_STATES
+                   for record in app.storage.list_jobs(state, limit=1000)
+                   if record.function == demo.HEARTBEAT]
+        return [job for job in (app.get_job(record.id) for record in records) if job]
 
 
 def write_source_tree(root: Path) -> None:
@@ -79,19 +94,39 @@ def measure(path: Path) -> dict[str, Any]:
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def run_in_process(folder: Path, source: Path | None, limit: int) -> DemoRun:
+def run_in_process(folder: Path, source: Path | None, limit: int,
+                   dashboard_port: int | None = None) -> DemoRun:
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = run_demo(directory=str(folder), source=None if source is None else str(source),
-                        limit=limit, workers=4)
+                        limit=limit, workers=4, dashboard_port=dashboard_port)
     return DemoRun(folder, source or Path(), code, stdout.getvalue(), stderr.getvalue())
 
 
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """Listen on a free loopback port for the duration of the block, and yield it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+@dataclass
+class FinishedRun(DemoRun):
+    """A demo run that was asked for a dashboard port another socket held."""
+
+    taken_port: int = 0
+
+
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+def finished(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
     source = tmp_path_factory.mktemp("source")
     write_source_tree(source)
-    return run_in_process(tmp_path_factory.mktemp("demo") / "out", source, LIMIT)
+    with taken_port() as port:
+        run = run_in_process(tmp_path_factory.mktemp("demo") / "out", source, LIMIT,
+                             dashboard_port=port)
+    return FinishedRun(**vars(run), taken_port=port)
 
 
 # -- one in-process run -------------------------------------------------------
@@ -102,10 +137,12 @@ def test_demo_exit_code(finished: DemoRun) -> None:
 
 
 def test_demo_all_jobs_succeeded(finished: DemoRun) -> None:
-    counts = finished.app.storage.count_jobs_by_state()
+    app = finished.app
+    counts = app.storage.count_jobs_by_state()
+    heartbeats = len(finished.heartbeat_jobs(app))
 
-    assert counts[states.SUCCEEDED] == LIMIT + 3
-    assert sum(counts.values()) == LIMIT + 3
+    assert counts[states.SUCCEEDED] == LIMIT + 3 + heartbeats
+    assert sum(counts.values()) == LIMIT + 3 + heartbeats
 
 
 def test_demo_picks_files(finished: DemoRun) -> None:
@@ -212,6 +249,40 @@ def test_demo_progress_on_stderr(finished: DemoRun) -> None:
     assert f"{LIMIT + 3}/{LIMIT + 3} jobs ended" in finished.stderr
 
 
+def test_demo_heartbeat_recurring(finished: DemoRun) -> None:
+    app = finished.app
+    recurring = app.recurring.get(demo.HEARTBEAT_ID)
+    jobs = finished.heartbeat_jobs(app)
+    ticks = (finished.folder / "heartbeat.txt").read_text(encoding="utf-8").splitlines()
+
+    assert recurring.cron == "* * * * * *"
+    assert recurring.function == demo.HEARTBEAT
+    assert recurring.paused
+    assert recurring.last_job_id in {job.id for job in jobs}
+    assert len(jobs) >= 1
+    assert len(ticks) == len(jobs)
+    assert all(job.state == states.SUCCEEDED for job in jobs)
+    assert all(job.recurring_id == demo.HEARTBEAT_ID for job in jobs)
+    assert all(job.occurrence is not None for job in jobs)
+    assert f"ran {len(jobs)} time" in finished.stdout
+
+
+def test_demo_dashboard_port_fallback(finished: FinishedRun) -> None:
+    match = DASHBOARD_LINE.search(finished.stdout)
+
+    assert match is not None, finished.stdout
+    assert int(match.group(2)) != finished.taken_port
+    assert f"Port {finished.taken_port} is not available" in finished.stderr
+
+
+def test_demo_dashboard_stops(finished: FinishedRun) -> None:
+    match = DASHBOARD_LINE.search(finished.stdout)
+    assert match is not None, finished.stdout
+
+    with pytest.raises(OSError):
+        urllib.request.urlopen(match.group(1), timeout=5)
+
+
 # -- other runs ---------------------------------------------------------------
 
 
@@ -225,14 +296,16 @@ def test_cli_stdlib_rerun(tmp_path: Path) -> None:
 
     result = subprocess.run(
         [sys.executable, "-c", "from backburner.cli import main; main()", "demo",
-         "--dir", str(folder), "--limit", str(LIMIT), "--workers", "4"],
+         "--dir", str(folder), "--limit", str(LIMIT), "--workers", "4", "--no-dashboard"],
         check=False, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
         cwd=tmp_path)
     counts = Backburner(f"sqlite:///{folder / 'demo.db'}").storage.count_jobs_by_state()
+    ticks = len((folder / "heartbeat.txt").read_text(encoding="utf-8").splitlines())
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
 
     assert result.returncode == 0, result.stderr
-    assert counts[states.SUCCEEDED] == LIMIT + 3
+    assert "Dashboard:" not in result.stdout
+    assert counts[states.SUCCEEDED] == LIMIT + 3 + ticks
     assert counts[states.ENQUEUED] == 0
     assert report["totals"]["files"] == LIMIT
     assert (folder / "report.md.sha256").read_text(encoding="utf-8") != "stale\n"
@@ -272,6 +345,76 @@ def test_demo_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert run.code == 1
     assert "the demo timed out" in run.stderr
+
+
+def test_keep_open_needs_dashboard(tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = run_demo(directory=str(tmp_path / "out"), source=None, limit=1, workers=1,
+                        dashboard_port=None, keep_open=True)
+
+    assert code == 2
+    assert "--keep-open" in stderr.getvalue()
+    assert not (tmp_path / "out").exists()
+
+
+def read_lines(stream: Any, lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def next_line(lines: queue.Queue[str], deadline: float, pattern: str) -> str:
+    """Return the next output line containing ``pattern``, failing after ``deadline``."""
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no line with {pattern!r} in time"
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if pattern in line:
+            return line
+
+
+def fetch(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
+def test_cli_keep_open_dashboard(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    write_source_tree(source)
+    folder = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backburner", "demo", "--dir", str(folder), "--source",
+         str(source), "--limit", "10", "--workers", "2", "--dashboard-port", "0",
+         "--keep-open"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+    try:
+        url_line = next_line(lines, deadline, "Dashboard: ")
+        url = url_line.split()[1]
+        during = fetch(url)
+        next_line(lines, deadline, "Press Ctrl-C to stop")
+        after = fetch(url)
+        recurring = fetch(url + "recurring")
+        running = process.poll()
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    heartbeat = Backburner(f"sqlite:///{folder / 'demo.db'}").recurring.get(demo.HEARTBEAT_ID)
+
+    assert DASHBOARD_LINE.match(url_line.rstrip("\n"))
+    assert during[0] == 200
+    assert "<h1>Overview</h1>" in during[1]
+    assert after[0] == 200
+    assert 'data-stat="states.Succeeded">' in after[1]
+    assert demo.HEARTBEAT_ID in recurring[1]
+    assert running is None
+    assert code == 0
+    assert heartbeat.paused
 
 
 def test_demo_no_files(tmp_path: Path) -> None:

@@ -6,13 +6,32 @@ UTC; durations are seconds. The same authorisation hooks apply as for pages.
 ``GET /api/stats``
     ``{"now", "states": {state: count}, "queues": {queue: length},
     "totals": {"succeeded", "failed", "deleted"}, "servers", "retries",
-    "retries_complete"}``. The pages poll it to refresh live numbers.
+    "retries_complete", "recurring": {"total", "active", "paused", "failing",
+    "disabled"}}``; ``recurring`` is null when the storage backend has no
+    recurring jobs. The pages poll it to refresh live numbers.
 ``GET /api/jobs?state=Failed&queue=default&page=1&size=20``
     ``{"state", "queue", "page", "size", "total", "jobs": [job...]}``; ``state``
     is required, ``queue`` only filters Enqueued jobs.
 ``GET /api/jobs/{id}``
     One job with ``args``, ``kwargs`` and its ``history``; 404 with
     ``{"error"}`` when it does not exist or has expired.
+``GET /api/recurring?page=1&size=20``
+    ``{"page", "size", "total", "recurring": [recurring job...]}``, ordered by
+    id. A recurring job is ``{"id", "cron", "description", "tz", "function",
+    "queue", "misfire", "status", "paused", "disabled", "error", "next_at",
+    "last_at", "created_at", "last_job_id", "last_job_state"}``. Its ``status``
+    is active, paused, failing (the last attempt to create its job failed) or
+    disabled (too many failures in a row). ``next_at`` is the stored next
+    occurrence, which does not fire while the job is paused or disabled. 501
+    when the storage backend has no recurring jobs.
+``GET /api/recurring/details?id=ID``
+    One recurring job with ``"preview"``: its next five occurrences as ISO
+    8601 times in its own time zone. 404 with ``{"error"}`` when it does not exist.
+``POST /api/recurring/{action}`` with action ``trigger``, ``pause``, ``resume`` or ``remove``
+    Body ``{"ids": [...]}`` and the CSRF token, as for jobs. Returns
+    ``{"action", "changed", "unchanged"}``, plus ``"jobs": {recurring id: job id}``
+    for ``trigger``. Pausing a paused or resuming an unpaused recurring job
+    leaves it unchanged.
 ``GET /api/servers``
     ``{"servers": [{"id", "queues", "workers", "started_at", "heartbeat_at",
     "heartbeat_age", "info"}]}``.
@@ -26,7 +45,9 @@ UTC; durations are seconds. The same authorisation hooks apply as for pages.
 ``GET /metrics``
     Prometheus text exposition format: ``backburner_jobs{state}``,
     ``backburner_queue_length{queue}``, ``backburner_jobs_finished_total{state}``,
-    ``backburner_servers``, ``backburner_workers``.
+    ``backburner_servers``, ``backburner_workers``, and
+    ``backburner_recurring_jobs{status}`` unless the storage backend has no
+    recurring jobs.
 """
 
 from __future__ import annotations
@@ -40,8 +61,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from backburner import states
-from backburner.dashboard import views
-from backburner.dashboard.actions import ACTIONS, clean_ids, run_action
+from backburner.dashboard import recurring_views, views
+from backburner.dashboard.actions import (
+    ACTIONS,
+    RECURRING_ACTIONS,
+    ActionResult,
+    clean_ids,
+    run_action,
+    run_recurring_action,
+)
 from backburner.dashboard.config import config_of
 from backburner.dashboard.pages import pager
 from backburner.job import Job
@@ -57,6 +85,9 @@ def routes() -> list[Route]:
         Route("/jobs", jobs, methods=["GET"]),
         Route("/jobs/{job_id}", job, methods=["GET"]),
         Route("/jobs/{action}", act, methods=["POST"]),
+        Route("/recurring", recurring_list, methods=["GET"]),
+        Route("/recurring/details", recurring_details, methods=["GET"]),
+        Route("/recurring/{action}", recurring_act, methods=["POST"]),
         Route("/servers", servers, methods=["GET"]),
         Route("/history", history, methods=["GET"]),
     ]
@@ -116,7 +147,8 @@ def job_summary(record: JobRecord) -> dict[str, Any]:
         "retry_count": record.retry_count, "crash_count": record.crash_count,
         "server_id": record.server_id, "due_at": views.iso_time(record.due_at) or None,
         "expire_at": views.iso_time(record.expire_at) or None, "parent_id": record.parent_id,
-        "continue_on": record.continue_on,
+        "continue_on": record.continue_on, "recurring_id": record.recurring_id,
+        "occurrence": views.iso_time(record.occurrence) or None,
     }
 
 
@@ -125,17 +157,93 @@ async def act(request: Request) -> Response:
     name = request.path_params["action"]
     if name not in ACTIONS:
         return json_response({"error": f"unknown action; use one of {', '.join(ACTIONS)}"}, 404)
+    ids = await _body_ids(request, strip=True)
+    if isinstance(ids, Response):
+        return ids
+
+    result = await run_in_threadpool(run_action, config_of(request).app, name, ids)
+    return json_response(result.as_dict())
+
+
+async def _body_ids(request: Request, *, strip: bool) -> list[str] | Response:
+    """Return the ids of a ``{"ids": [...]}`` JSON body, or a 422 response."""
     try:
         body = json.loads(await request.body() or b"null")
-        ids = clean_ids(body["ids"]) if isinstance(body, dict) and \
+        ids = clean_ids(body["ids"], strip=strip) if isinstance(body, dict) and \
             isinstance(body.get("ids"), list) else None
     except (TypeError, ValueError) as exc:
         return json_response({"error": f"invalid request body: {exc}"}, 422)
     if not ids:
-        return json_response({"error": 'send {"ids": ["job id", ...]} with at least one id'}, 422)
+        return json_response({"error": 'send {"ids": ["id", ...]} with at least one id'}, 422)
+    return ids
 
-    result = await run_in_threadpool(run_action, config_of(request).app, name, ids)
+
+def recurring_list(request: Request) -> Response:
+    """Return one page of recurring jobs, ordered by id."""
+    storage = config_of(request).app.storage
+    records = views.recurring_records(storage)
+    if records is None:
+        return _no_recurring()
+    paging = pager(request, len(records))
+    chosen = records[paging.offset:paging.offset + paging.size]
+    rows = recurring_views.recurring_rows(storage, chosen)
+    return json_response({"page": paging.page, "size": paging.size, "total": len(records),
+                          "recurring": [recurring_summary(row) for row in rows]})
+
+
+def recurring_details(request: Request) -> Response:
+    """Return one recurring job with its next occurrences."""
+    storage = config_of(request).app.storage
+    recurring_id = request.query_params.get("id", "")
+    try:
+        record = storage.get_recurring(recurring_id) if recurring_id else None
+    except NotImplementedError:
+        return _no_recurring()
+    if record is None:
+        return json_response({"error": "recurring job not found; it may have been removed"},
+                             404)
+    row = recurring_views.recurring_rows(storage, [record])[0]
+    occurrences, error = recurring_views.preview(row, storage.now())
+    summary = recurring_summary(row)
+    summary["preview"] = [recurring_views.local_iso(item.at, row.tz) for item in occurrences]
+    summary["preview_error"] = error
+    return json_response(summary)
+
+
+def recurring_summary(row: recurring_views.RecurringRow) -> dict[str, Any]:
+    """Return a recurring job as the API shows it."""
+    return {
+        "id": row.id, "cron": row.cron, "description": row.description, "tz": row.tz,
+        "function": row.function, "queue": row.queue, "misfire": row.misfire,
+        "status": row.status, "paused": row.paused, "disabled": row.disabled,
+        "error": row.error, "next_at": views.iso_time(row.next_at) or None,
+        "last_at": views.iso_time(row.last_at) or None,
+        "created_at": views.iso_time(row.created_at) or None,
+        "last_job_id": row.last_job_id, "last_job_state": row.last_job_state,
+    }
+
+
+async def recurring_act(request: Request) -> Response:
+    """Apply an action to the recurring jobs listed in the JSON body."""
+    name = request.path_params["action"]
+    if name not in RECURRING_ACTIONS:
+        return json_response(
+            {"error": f"unknown action; use one of {', '.join(RECURRING_ACTIONS)}"}, 404)
+    ids = await _body_ids(request, strip=False)
+    if isinstance(ids, Response):
+        return ids
+
+    try:
+        result: ActionResult = await run_in_threadpool(
+            run_recurring_action, config_of(request).app, name, ids)
+    except NotImplementedError:
+        return _no_recurring()
     return json_response(result.as_dict())
+
+
+def _no_recurring() -> Response:
+    return json_response({"error": "this storage backend does not support recurring jobs"},
+                         501)
 
 
 def servers(request: Request) -> Response:
@@ -183,6 +291,17 @@ def metrics(request: Request) -> Response:
         "# TYPE backburner_workers gauge",
         f"backburner_workers {sum(server.workers for server in server_list)}",
     ]
+    records = views.recurring_records(storage)
+    if records is not None:
+        counts = views.recurring_counts(records)
+        lines += [
+            ("# HELP backburner_recurring_jobs Recurring jobs by status: active, paused, failing "
+             "(the last attempt to create its job failed) or disabled (too many failures in a "
+             "row)."),
+            "# TYPE backburner_recurring_jobs gauge",
+            *(f'backburner_recurring_jobs{{status="{status}"}} {counts[status]}'
+              for status in views.RECURRING_STATUSES),
+        ]
     return PlainTextResponse("\n".join(lines) + "\n", media_type=METRICS_CONTENT_TYPE)
 
 

@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from backburner.dashboard import api, pages
+from backburner.dashboard import api, pages, recurring_pages
 from backburner.dashboard.config import DashboardConfig
 from backburner.dashboard.csrf import CsrfTokens
 from backburner.dashboard.middleware import DashboardMiddleware
@@ -61,6 +61,7 @@ def create_dashboard(app: Backburner, *,
                              tokens=CsrfTokens(secret), allowed_origins=allowed_origins)]
     routes = [
         *pages.routes(),
+        *recurring_pages.routes(),
         Mount("/api", routes=api.routes()),
         Route("/metrics", api.metrics, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -16,10 +16,11 @@ from starlette.routing import Route
 
 from backburner import states
 from backburner.dashboard import views
-from backburner.dashboard.actions import ACTIONS, clean_ids, run_action
+from backburner.dashboard.actions import ACTIONS, RECURRING_ACTIONS, clean_ids, run_action
 from backburner.dashboard.config import DashboardConfig, base_path, config_of
 from backburner.errors import StorageError
 from backburner.job import Job
+from backburner.storage.base import Storage
 
 if TYPE_CHECKING:
     from backburner.app import Backburner
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Query parameters that report an action's result after its redirect.
-RESULT_PARAMS = ("done", "changed", "unchanged")
+RESULT_PARAMS = ("done", "changed", "unchanged", "job")
 
 
 def routes() -> list[Route]:
@@ -66,7 +67,7 @@ def render(request: Request, template: str, context: dict[str, Any],
         "poll_interval_ms": int(config.poll_interval * 1000),
         "counts": storage.count_jobs_by_state(),
         "now": storage.now(),
-        "flash": _flash(request),
+        "flash": _flash(request, storage),
         "state_pages": views.STATE_PAGES,
         "current_path": _current_path(request),
     }
@@ -85,21 +86,51 @@ def _current_path(request: Request) -> str:
     return path + ("?" + urlencode(query) if query else "")
 
 
-def _flash(request: Request) -> str | None:
+@dataclass
+class Flash:
+    """The report of an action, shown once after its redirect."""
+
+    message: str
+    #: The job a "trigger" created, linked after the message.
+    job_id: str | None = None
+
+
+#: The reason an action leaves an item unchanged, by action.
+UNCHANGED_REASONS = {
+    "trigger": "not found",
+    "pause": "not found or already paused",
+    "resume": "not found or not paused",
+    "remove": "not found",
+}
+JOB_UNCHANGED_REASON = "not found, expired, or in a state this action does not apply to"
+
+
+def _flash(request: Request, storage: Storage) -> Flash | None:
     params = request.query_params
-    done = params.get("done")
-    if done not in ACTIONS:
+    done = params.get("done", "")
+    if done not in ACTIONS and done not in RECURRING_ACTIONS:
         return None
     try:
         changed = int(params.get("changed", "0"))
         unchanged = int(params.get("unchanged", "0"))
     except ValueError:
         return None
-    message = f"{changed} job{'s' if changed != 1 else ''} {ACTIONS[done]}."
+
+    recurring = done in RECURRING_ACTIONS
+    noun = "recurring job" if recurring else "job"
+    past = RECURRING_ACTIONS[done] if recurring else ACTIONS[done]
+    message = f"{changed} {noun}{'s' if changed != 1 else ''} {past}."
     if unchanged:
+        reason = UNCHANGED_REASONS.get(done, JOB_UNCHANGED_REASON)
         message += (f" {unchanged} left as {'they were' if unchanged != 1 else 'it was'}: "
-                    "not found, expired, or in a state this action does not apply to.")
-    return message
+                    f"{reason}.")
+
+    # The created job is linked only if it exists, so a forged link cannot
+    # put arbitrary text in the report.
+    job_id = params.get("job") if done == "trigger" else None
+    if job_id and storage.get_job(job_id, history=False) is None:
+        job_id = None
+    return Flash(message, job_id or None)
 
 
 @dataclass
@@ -310,14 +341,19 @@ def action(request: Request) -> Response:
                                  status_code=422)
 
     result = run_action(_app(request), name, ids)
-    target = _safe_next((form.get("next") or ["/"])[0])
+    return redirect_with_report(request, safe_next((form.get("next") or ["/"])[0]),
+                                {"done": name, "changed": len(result.changed),
+                                 "unchanged": len(result.unchanged)})
+
+
+def redirect_with_report(request: Request, target: str, report: dict[str, Any]) -> Response:
+    """Redirect to ``target`` (a safe path inside the dashboard) with an action's report."""
     separator = "&" if "?" in target else "?"
-    report = urlencode({"done": name, "changed": len(result.changed),
-                        "unchanged": len(result.unchanged)})
-    return RedirectResponse(f"{base_path(request)}{target}{separator}{report}", status_code=303)
+    return RedirectResponse(f"{base_path(request)}{target}{separator}{urlencode(report)}",
+                            status_code=303)
 
 
-def _safe_next(target: str) -> str:
+def safe_next(target: str) -> str:
     """Return ``target`` if it is a path inside the dashboard, else ``/``."""
     if not target.startswith("/") or target.startswith(("//", "/\\")):
         return "/"

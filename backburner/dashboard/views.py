@@ -17,7 +17,8 @@ from typing import Any
 
 from backburner import states
 from backburner.job import Job
-from backburner.records import HistoryEntry, JobRecord, ServerRecord
+from backburner.records import HistoryEntry, JobRecord, RecurringRecord, ServerRecord
+from backburner.recurring import MAX_ERRORS
 from backburner.storage.base import Storage
 
 #: A server whose last heartbeat is older than this may have died (seconds).
@@ -406,8 +407,10 @@ def history_chart(storage: Storage, now: float, *, days: int) -> Chart:
 
 
 def stats(storage: Storage) -> dict[str, Any]:
-    """Return the numbers the overview shows and refreshes: states, queues, totals, servers."""
+    """Return the numbers the overview shows and refreshes: states, queues, totals, servers,
+    retries and recurring jobs by status."""
     retries, complete = retry_records(storage)
+    records = recurring_records(storage)
     return {
         "now": storage.now(),
         "states": storage.count_jobs_by_state(),
@@ -416,4 +419,43 @@ def stats(storage: Storage) -> dict[str, Any]:
         "servers": len(storage.list_servers()),
         "retries": len(retries),
         "retries_complete": complete,
+        "recurring": None if records is None else recurring_counts(records),
     }
+
+
+# -- recurring jobs -----------------------------------------------------------------
+
+#: Recurring job statuses, which partition all recurring jobs. "failing": the last
+#: attempt to create its job failed and the scheduler will try again. "disabled":
+#: it failed MAX_ERRORS times in a row and stays off until add_or_update is called.
+RECURRING_STATUSES = ("active", "paused", "failing", "disabled")
+
+
+def recurring_records(storage: Storage) -> list[RecurringRecord] | None:
+    """Return every recurring job, or None when the storage backend has no recurring jobs."""
+    # NOTE: the storage contract has no count or paginated query for recurring
+    # jobs, so counts and pages read them all. Applications rarely have more
+    # than a few hundred.
+    try:
+        return storage.list_recurring()
+    except NotImplementedError:
+        return None
+
+
+def recurring_status(record: RecurringRecord) -> str:
+    """Return one of RECURRING_STATUSES; disabled wins over paused, paused over failing."""
+    if record.error_count >= MAX_ERRORS:
+        return "disabled"
+    if record.paused:
+        return "paused"
+    if record.error:
+        return "failing"
+    return "active"
+
+
+def recurring_counts(records: Sequence[RecurringRecord]) -> dict[str, int]:
+    """Count recurring jobs: ``total`` and one count per status."""
+    counts = dict.fromkeys(RECURRING_STATUSES, 0)
+    for record in records:
+        counts[recurring_status(record)] += 1
+    return {"total": len(records), **counts}

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.testclient import TestClient
 
 from backburner import Backburner
 from backburner.ids import new_job_id
-from backburner.records import NewJob
+from backburner.records import NewJob, RecurringRecord
 from backburner.retry import RetryPolicy
 
 LOCAL = ("127.0.0.1", 50000)
@@ -147,3 +149,44 @@ def form_token(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, "no CSRF field in the page"
     return match.group(1)
+
+
+def add_raw_recurring(app: Backburner, recurring_id: str, *, cron: str = "0 9 * * *",
+                      tz: str = "UTC", function: str = "tests.add", queue: str = "default",
+                      next_at: float | None = None, errors: int = 0,
+                      error: str = "RuntimeError: creating the job failed") -> str:
+    """Save a recurring job through storage directly, bypassing add_or_update's checks.
+
+    ``errors`` scheduling failures with message ``error`` are recorded;
+    MAX_ERRORS of them disable it.
+    """
+    app.storage.save_recurring(RecurringRecord(
+        id=recurring_id, cron=cron, tz=tz, function=function,
+        payload='{"args":[1,2],"kwargs":{}}', queue=queue, misfire="relaxed",
+        next_at=app.storage.now() + 3600 if next_at is None else next_at))
+    for _ in range(errors):
+        app.storage.record_recurring_error(recurring_id, error, app.storage.now() + 3600)
+    return recurring_id
+
+
+def post_recurring(client: TestClient, action: str, ids: list[str], *,
+                   token: str | None = None, next_path: str = "/recurring",
+                   headers: dict[str, str] | None = None) -> Any:
+    """Post a recurring job action form as the page's buttons do."""
+    if token is None:
+        token = csrf_token(client, "/recurring")
+    data = {"csrf_token": token, "ids": ids, "next": next_path}
+    return client.post(f"/actions/recurring/{action}", data=data, headers=headers or {},
+                       follow_redirects=False)
+
+
+def details_path(recurring_id: str) -> str:
+    """Return the dashboard path of a recurring job's page."""
+    return "/recurring/details?" + urlencode({"id": recurring_id})
+
+
+def table_row(html: str, recurring_id: str) -> str:
+    """Return the HTML of the recurring jobs table row for ``recurring_id``."""
+    marker = f'data-recurring-row="{html_lib.escape(recurring_id)}"'
+    start = html.index(marker)
+    return html[start:html.index("</tr>", start)]

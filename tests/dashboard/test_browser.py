@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_helpers import XSS_CORPUS, Seeded, add_raw_job, fail, make_app, seed
+from dashboard_helpers import (
+    XSS_CORPUS,
+    Seeded,
+    add_raw_job,
+    add_raw_recurring,
+    details_path,
+    fail,
+    make_app,
+    seed,
+)
 
 from backburner import Backburner
 
@@ -25,6 +34,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 15_000
+#: The recurring job every served dashboard starts with; no server fires it.
+RECURRING_ID = "nightly/report"
 
 
 def _browser_missing() -> str | None:
@@ -76,6 +87,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
     app = make_app(tmp_path)
     ids = seed(app)
+    app.recurring.add_or_update(RECURRING_ID, "tests.add", "0 9 * * MON-FRI", args=[1, 2],
+                                tz="Europe/Berlin")
     port = _free_port()
     config = uvicorn.Config(app.dashboard(poll_interval=0.3), host="127.0.0.1", port=port,
                             log_level="warning", proxy_headers=False)
@@ -116,7 +129,7 @@ def state_of(app: Backburner, job_id: str) -> str | None:
 
 PAGES = ["/", "/jobs/enqueued", "/jobs/enqueued/default", "/jobs/scheduled", "/jobs/processing",
          "/jobs/succeeded", "/jobs/failed", "/jobs/deleted", "/jobs/awaiting", "/retries",
-         "/servers"]
+         "/servers", "/recurring", details_path(RECURRING_ID)]
 
 
 def test_pages_load_cleanly(page: Any, served: Served) -> None:
@@ -240,8 +253,12 @@ def test_no_script_from_job_data(page: Any, served: Served) -> None:
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     paths = ["/", "/jobs/enqueued", "/jobs/enqueued/default", "/jobs/failed", "/jobs/deleted",
-             "/servers"]
+             "/servers", "/recurring"]
     for payload in XSS_CORPUS:
+        add_raw_recurring(served.app, payload, cron=payload, tz=payload, function=payload,
+                          queue=payload, errors=1, error=payload)
+        paths.append(f"/jobs/details/{served.app.recurring.trigger(payload)}")
+        paths.append(details_path(payload))
         job_id = served.app.enqueue("tests.echo", payload, note=payload)
         paths.append(f"/jobs/details/{job_id}")
         served.app.enqueue("tests.echo", payload)
@@ -256,3 +273,77 @@ def test_no_script_from_job_data(page: Any, served: Served) -> None:
 
         assert page.evaluate("window.__xss") is None, path
     assert dialogs == []
+
+
+# -- recurring jobs -------------------------------------------------------------------
+
+
+def recurring_row(page: Any, recurring_id: str) -> Any:
+    return page.locator(f"tr[data-recurring-row='{recurring_id}']")
+
+
+def test_recurring_trigger_and_pause(page: Any, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(served.url + "/recurring")
+    recurring_row(page, RECURRING_ID).locator("button[data-action=trigger]").click()
+    expect(page.locator("[data-flash]")).to_contain_text("1 recurring job triggered.")
+    flash_job = page.inner_text("[data-flash-job]")
+    last_job_id = served.app.recurring.get(RECURRING_ID).last_job_id
+    row_after_trigger = recurring_row(page, RECURRING_ID).inner_text()
+
+    recurring_row(page, RECURRING_ID).locator("button[data-action=pause]").click()
+    expect(page.locator("[data-flash]")).to_contain_text("1 recurring job paused.")
+    row_after_pause = recurring_row(page, RECURRING_ID)
+
+    assert flash_job == last_job_id
+    assert state_of(served.app, flash_job) == "Enqueued"
+    assert "Enqueued" in row_after_trigger
+    assert row_after_pause.locator(".pill-warn").inner_text() == "paused"
+    assert row_after_pause.locator("button[data-action=resume]").count() == 1
+    assert served.app.recurring.get(RECURRING_ID).paused
+    assert served.errors == []
+
+
+def test_recurring_bulk_pause(page: Any, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    served.app.recurring.add_or_update("hourly", "tests.add", "@hourly", args=[3, 4])
+    served.app.recurring.pause("hourly")
+    page.goto(served.url + "/recurring")
+    bulk_pause = page.locator(".toolbar button[data-action=pause]")
+    disabled_before = bulk_pause.is_disabled()
+
+    page.check("[data-select-all]")
+    bulk_pause.click()
+    expect(page.locator("[data-flash]")).to_contain_text(
+        "1 recurring job paused. 1 left as it was: not found or already paused.")
+
+    assert disabled_before
+    assert all(job.paused for job in served.app.recurring.list())
+
+
+def test_recurring_details_remove(page: Any, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(served.url + details_path(RECURRING_ID))
+    preview_rows = page.locator("[data-preview] tbody tr").count()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button[data-action=remove]")
+    expect(page.locator("[data-flash]")).to_contain_text("1 recurring job removed.")
+
+    assert preview_rows == 5
+    assert page.url.startswith(served.url + "/recurring?")
+    assert served.app.recurring.list() == []
+
+
+def test_recurring_nav_count_live(page: Any, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(served.url + "/servers")
+    count = page.locator(".nav-count[data-stat='recurring.total']")
+    expect(count).to_have_text("1", timeout=TIMEOUT_MS)
+    served.app.recurring.add_or_update("hourly", "tests.add", "@hourly", args=[3, 4])
+    expect(count).to_have_text("2", timeout=TIMEOUT_MS)
+
+    assert count.inner_text() == "2"

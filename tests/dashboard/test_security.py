@@ -12,7 +12,9 @@ from dashboard_helpers import (
     XSS_CORPUS,
     Seeded,
     add_raw_job,
+    add_raw_recurring,
     csrf_token,
+    details_path,
     fail,
     post_action,
 )
@@ -23,6 +25,7 @@ from starlette.testclient import TestClient
 
 from backburner import Backburner
 from backburner.dashboard import Access, basic_auth, local_requests_only, read_only
+from backburner.recurring import MAX_ERRORS
 
 GUARDED = ["/", "/jobs/failed", "/jobs/details/x", "/static/dashboard.css",
            "/static/dashboard.js", "/api/stats", "/metrics", "/servers", "/search?q=x"]
@@ -342,8 +345,8 @@ def test_no_inline_script_or_style(client: TestClient, seeded: Seeded) -> None:
 
 @pytest.fixture
 def hostile(app: Backburner) -> dict[str, list[str]]:
-    """Jobs, a server and history entries whose every text field is hostile."""
-    created: dict[str, list[str]] = {"jobs": []}
+    """Jobs, recurring jobs, a server and history entries whose every text field is hostile."""
+    created: dict[str, list[str]] = {"jobs": [], "recurring": []}
     for payload in XSS_CORPUS:
         created["jobs"].append(app.enqueue("tests.echo", payload, key=payload))
         app.enqueue("tests.echo", payload)
@@ -353,6 +356,13 @@ def hostile(app: Backburner) -> dict[str, list[str]]:
         deleted = app.enqueue("tests.echo", 1)
         app.state_machine.delete(deleted, reason=payload)
         created["jobs"].append(deleted)
+        created["recurring"].append(add_raw_recurring(
+            app, payload, cron=payload, tz=payload, function=payload, queue=payload,
+            errors=1, error=payload))
+        created["jobs"].append(app.recurring.trigger(payload))
+        created["recurring"].append(add_raw_recurring(
+            app, f"cron {payload}", cron=f"{payload} * * * *", errors=MAX_ERRORS,
+            error=payload))
     app.storage.announce_server(XSS_CORPUS[0], list(XSS_CORPUS), 2, {"note": XSS_CORPUS[1]})
     created["jobs"].append(add_raw_job(app, job_id="<b>id</b>"))
     return created
@@ -362,6 +372,7 @@ def test_hostile_values_escaped(client: TestClient, hostile: dict[str, list[str]
     pages = ["/", "/jobs/enqueued", "/jobs/failed", "/jobs/deleted", "/servers",
              "/jobs/enqueued/default", *(f"/jobs/details/{job_id}" for job_id in hostile["jobs"])]
     pages += [f"/jobs/enqueued/{payload}" for payload in XSS_CORPUS]
+    pages += ["/recurring", *(details_path(recurring_id) for recurring_id in hostile["recurring"])]
     for path in pages:
         response = client.get(path)
         html = response.text
@@ -379,6 +390,17 @@ def test_hostile_values_shown_escaped(client: TestClient, hostile: dict[str, lis
     html = client.get("/jobs/failed").text
 
     assert html_lib.escape(XSS_CORPUS[0], quote=False) in html.replace("&#39;", "'")
+
+
+def test_hostile_recurring_shown_escaped(client: TestClient,
+                                         hostile: dict[str, list[str]]) -> None:
+    listing = client.get("/recurring").text
+    details = client.get(details_path(XSS_CORPUS[0])).text
+    escaped = html_lib.escape(XSS_CORPUS[0])
+
+    assert f"<code class=\"cron\">{escaped}</code>" in listing
+    assert f"data-recurring-id>{escaped}<" in details
+    assert details.count(escaped) >= 4
 
 
 def test_hostile_search_escaped(client: TestClient) -> None:
