@@ -6,7 +6,6 @@ import datetime as dt
 import html as html_lib
 import re
 import time
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +14,6 @@ from dashboard_helpers import (
     add_raw_recurring,
     csrf_token,
     details_path,
-    make_app,
     post_recurring,
     table_row,
 )
@@ -23,8 +21,6 @@ from starlette.testclient import TestClient
 
 from backburner import Backburner, states
 from backburner.recurring import MAX_ERRORS
-from backburner.storage import base as storage_base
-from backburner.storage.sqlite import SQLiteStorage
 
 BERLIN = "Europe/Berlin"
 
@@ -445,37 +441,3 @@ def test_metrics_recurring(app: Backburner, client: TestClient) -> None:
     assert 'backburner_recurring_jobs{status="active"} 1' in lines
     assert 'backburner_recurring_jobs{status="paused"} 1' in lines
     assert 'backburner_recurring_jobs{status="disabled"} 0' in lines
-
-
-# -- storage without recurring jobs ----------------------------------------------------
-
-
-class StorageWithoutRecurring(SQLiteStorage):
-    """SQLite storage that keeps the contract's default recurring methods, which raise
-    NotImplementedError, as a backend without recurring jobs does."""
-
-    list_recurring = storage_base.Storage.list_recurring
-    get_recurring = storage_base.Storage.get_recurring
-
-
-def test_storage_without_recurring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("backburner.app.open_storage",
-                        lambda url: StorageWithoutRecurring(str(tmp_path / "plain.db")))
-    app = make_app(tmp_path)
-    with TestClient(app.dashboard(), client=LOCAL, base_url="http://127.0.0.1") as client:
-        page = client.get("/recurring")
-        details = client.get(details_path("x"))
-        overview = client.get("/")
-        stats = client.get("/api/stats").json()
-        api = client.get("/api/recurring")
-        metrics = client.get("/metrics").text
-    app.close()
-
-    assert page.status_code == 200
-    assert "does not support recurring jobs" in page.text
-    assert "does not support recurring jobs" in details.text
-    assert overview.status_code == 200
-    assert "tile-recurring" not in overview.text
-    assert stats["recurring"] is None
-    assert api.status_code == 501
-    assert "backburner_recurring_jobs" not in metrics
