@@ -18,7 +18,9 @@ def open_storage(url: str) -> Storage:
     ``sqlite:///relative.db`` and ``sqlite:////absolute/path.db`` open a SQLite
     file; query options: ``busy_timeout_ms`` and ``synchronous`` (``full``,
     the default, survives power loss; ``normal`` is faster and survives
-    process crashes only).
+    process crashes only). ``postgresql://`` opens PostgreSQL (see
+    ``PostgresStorage.from_url``), and ``redis://``, ``rediss://`` and
+    ``unix://`` open Redis (see ``open_redis``).
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
@@ -39,7 +41,8 @@ def open_storage(url: str) -> Storage:
 
         return open_redis(url)
     raise ConfigurationError(
-        f"invalid storage URL {_redact(url)!r}: expected sqlite:///path/to/file.db")
+        f"invalid storage URL {_redact(url)!r}: expected sqlite:///path/to/file.db, "
+        "postgresql://user@host/database or redis://host:6379/0")
 
 
 def _open_sqlite(url: str) -> Storage:
