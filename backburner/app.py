@@ -137,6 +137,11 @@ class Backburner:
                 self, target, name=name or default_name(target), queue=queue, retry=policy,
                 timeout=timeout_seconds)
             self.registry.add(function)
+            if function.name.startswith("__main__:"):
+                logger.warning(
+                    "job function %s is defined in a script run as __main__, so a server that "
+                    "imports your app cannot find it; define it in an importable module or "
+                    "pass @app.job(name=...)", function.name)
             return function
 
         return register if func is None else register(func)

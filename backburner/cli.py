@@ -147,13 +147,17 @@ def list_jobs(state: str, queue: str | None, limit: int, offset: int, as_json: b
     """List jobs in one state (newest first; enqueued and scheduled in run order)."""
     state = next(s for s in states.ALL_STATES if s.lower() == state.lower())
     storage = _storage(storage_url)
-    for record in storage.list_jobs(state, queue=queue, offset=offset, limit=limit):
+    records = storage.list_jobs(state, queue=queue, offset=offset, limit=limit)
+    for record in records:
         job = Job.from_record(record)
         if as_json:
             click.echo(json.dumps(_job_summary(job)))
         else:
             click.echo(f"{job.id}  {job.state:<10}  {job.queue:<12}  "
                        f"{job.state_changed_at:%Y-%m-%d %H:%M:%S}Z  {job.function}")
+    if len(records) == limit and not as_json:
+        click.echo(f"(showing {limit} jobs from offset {offset}; use --limit and --offset "
+                   "for more)", err=True)
 
 
 @jobs.command("show")

@@ -18,7 +18,7 @@ def default_delay(retry_number: int) -> float:
     """Return the delay in seconds before retry ``retry_number`` (1-based).
 
     ``(n - 1)**4 + 15 + random(0..29) * n``: 15 to 44 s before the first
-    retry, growing to about 2 h 15 min before the tenth.
+    retry, growing to about 1 h 55 min before the tenth.
     """
     return float((retry_number - 1) ** 4 + 15 + random.randint(0, 29) * retry_number)
 

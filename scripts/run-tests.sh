@@ -9,7 +9,12 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[all]'
 
+require() {
+    command -v "$1" >/dev/null || { echo "$2 is not installed ($1 not found); the tests need it" >&2; exit 1; }
+}
+
 start_postgres() {
+    require pg_isready PostgreSQL
     if pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
     echo "starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
@@ -19,6 +24,7 @@ start_postgres() {
 }
 
 start_redis() {
+    require redis-cli Redis
     if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
     echo "starting Redis"
     mkdir -p /var/lib/redis /var/log/redis
