@@ -92,9 +92,17 @@ def decode_payload(payload: str) -> tuple[list[Any], dict[str, Any]]:
     return args, kwargs
 
 
+#: Shown for a stored time that is not a valid timestamp (a row written by a
+#: broken or hostile client), so that one bad row cannot break reading the rest.
+INVALID_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 def to_datetime(timestamp: float) -> dt.datetime:
-    """Convert storage seconds to an aware UTC datetime."""
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
+    """Convert storage seconds to an aware UTC datetime (INVALID_TIME if out of range)."""
+    try:
+        return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return INVALID_TIME
 
 
 def optional_datetime(timestamp: float | None) -> dt.datetime | None:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from backburner import states
 from backburner.cron import CronSchedule, InvalidCronExpression, InvalidTimeZone
-from backburner.errors import ConfigurationError, JobNotFound
+from backburner.errors import ConfigurationError, JobNotFound, JobNotRegistered
 from backburner.ids import new_job_id
 from backburner.job import optional_datetime
 from backburner.records import NewJob, RecurringRecord
+from backburner.registry import Registry
 from backburner.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -31,12 +32,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MISFIRE_MODES = ("relaxed", "strict", "ignore")
-RECURRING_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+RECURRING_ID = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
-#: An occurrence at most this many seconds old is late (a scheduler pass was
-#: slow), not missed during downtime, so it fires in every misfire mode. It is
-#: ten passes of the recurring scheduler.
-LATE_GRACE = 10.0
+#: Occurrences that came due since this scheduler's previous pass began are
+#: late, not missed, so they fire in every misfire mode: a slow pass never drops
+#: a run. After a gap between passes longer than MAX_PASS_GAP seconds (the
+#: server was frozen, or has just started), only occurrences at most
+#: FRESH_WINDOW seconds old count as late; older ones were missed.
+FRESH_WINDOW = 1.5
+MAX_PASS_GAP = 15.0
 #: Most occurrences one pass looks at for one recurring job.
 MAX_CATCH_UP = 1_000
 #: Scheduling errors in a row before a recurring job is disabled, and the
@@ -182,26 +186,39 @@ class RecurringJobs:
 class RecurringScheduler:
     """Fires due occurrences of recurring jobs; one per server."""
 
-    def __init__(self, storage: Storage, server_id: str) -> None:
+    def __init__(self, storage: Storage, server_id: str,
+                 registry: Registry | None = None) -> None:
         self.storage = storage
         self.server_id = server_id
+        self.registry = registry
+        #: Storage time at which the previous pass began.
+        self.last_pass_at: float | None = None
 
     def run_once(self) -> int:
         """Fire every due recurring job once; return the number of jobs created."""
+        started = self.storage.now()
+        late_since = started - FRESH_WINDOW
+        if self.last_pass_at is not None and started - self.last_pass_at <= MAX_PASS_GAP:
+            late_since = min(late_since, self.last_pass_at)
+
         created = 0
         for record in self.storage.due_recurring(limit=100, max_errors=MAX_ERRORS):
             try:
-                created += self._fire(record)
+                created += self._fire(record, late_since)
             except Exception as exc:  # one bad recurring job must not stop the others
                 self._record_error(record, exc)
+        self.last_pass_at = started
         return created
 
-    def _fire(self, record: RecurringRecord) -> int:
+    def _fire(self, record: RecurringRecord, late_since: float) -> int:
         assert record.next_at is not None
+        if self.registry is not None and self.registry.get(record.function) is None:
+            raise JobNotRegistered(
+                f"job function {record.function!r} is not registered in this server's app")
         schedule = CronSchedule(record.cron, record.tz)
         now = self.storage.now()
         due, next_at = _due_occurrences(schedule, record.next_at, now, record.misfire)
-        chosen = choose_occurrences(due, now, record.misfire)
+        chosen = choose_occurrences(due, late_since, record.misfire)
 
         jobs = [NewJob(id=new_job_id(), function=record.function, payload=record.payload,
                        queue=record.queue, state=states.ENQUEUED,
@@ -247,15 +264,15 @@ def _due_occurrences(schedule: CronSchedule, next_at: float, now: float,
     return due, cursor
 
 
-def choose_occurrences(due: list[float], now: float, misfire: str) -> list[float]:
+def choose_occurrences(due: list[float], late_since: float, misfire: str) -> list[float]:
     """Pick which due occurrences get a job, by misfire mode.
 
-    Occurrences at most LATE_GRACE seconds old are merely late and always
-    fire. Older ones were missed: "strict" fires all of them, "relaxed"
-    fires one job in their place (stamped with the latest due occurrence),
-    and "ignore" drops them.
+    Occurrences after ``late_since`` are merely late and always fire. Older
+    ones were missed: "strict" fires all of them, "relaxed" fires one job in
+    place of all the due occurrences (stamped with the latest), and "ignore"
+    drops them.
     """
-    late = [at for at in due if now - at <= LATE_GRACE]
+    late = [at for at in due if at > late_since]
     if misfire == "strict" or len(late) == len(due):
         return list(due)
     if misfire == "relaxed":
@@ -269,6 +286,6 @@ def _next_timestamp(schedule: CronSchedule, after: float) -> float | None:
 
 
 def _check_id(recurring_id: object) -> None:
-    if not isinstance(recurring_id, str) or not RECURRING_ID.match(recurring_id):
+    if not isinstance(recurring_id, str) or not RECURRING_ID.fullmatch(recurring_id):
         raise ConfigurationError(
             f"invalid recurring job id {recurring_id!r}: use 1 to 200 printable characters")

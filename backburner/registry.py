@@ -20,26 +20,52 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-QUEUE_NAME = re.compile(r"^[a-z0-9_-]{1,50}$")
+QUEUE_NAME = re.compile(r"[a-z0-9_-]{1,50}")
 DEFAULT_QUEUE = "default"
 
 
 def check_queue_name(queue: object) -> str:
     """Return ``queue`` if it is a valid queue name, else raise ConfigurationError."""
-    if not isinstance(queue, str) or not QUEUE_NAME.match(queue):
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         raise ConfigurationError(
             f"invalid queue name {queue!r}: use 1 to 50 lowercase letters, digits, '_' or '-'")
     return queue
 
 
+#: Longest delay, timeout or retention accepted: 100 years, in seconds.
+MAX_SECONDS = 100 * 365.25 * 24 * 3600
+
+
 def to_seconds(value: float | dt.timedelta | None, what: str) -> float | None:
-    """Convert a number of seconds or a timedelta to seconds, rejecting negatives."""
+    """Convert a number of seconds or a timedelta to seconds, rejecting negatives,
+    NaN and anything over 100 years."""
     if value is None:
         return None
     seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-        raise ConfigurationError(f"invalid {what} {value!r}: use seconds >= 0 or a timedelta")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or \
+            not 0 <= seconds <= MAX_SECONDS:
+        raise ConfigurationError(
+            f"invalid {what} {value!r}: use seconds from 0 to 100 years, or a timedelta")
     return float(seconds)
+
+
+def to_timestamp(value: dt.datetime, what: str) -> float:
+    """Convert an aware datetime to Unix seconds, rejecting naive or far-off times."""
+    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+        raise ConfigurationError(
+            f"invalid {what} {value!r}: use a timezone-aware datetime, e.g. "
+            "datetime.now(timezone.utc) + timedelta(minutes=5)")
+    try:
+        timestamp = value.timestamp()
+    except (OverflowError, ValueError, OSError):
+        timestamp = -1.0
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise ConfigurationError(f"invalid {what} {value!r}: use a time between 1970 and 9999")
+    return timestamp
+
+
+#: 9999-12-31 00:00 UTC, the last day Python's datetime can show in every zone.
+MAX_TIMESTAMP = 253_402_214_400.0
 
 
 class JobFunction(Generic[P, R]):

@@ -12,6 +12,8 @@ from backburner.errors import ConfigurationError
 DEFAULT_RETRIES = 10
 
 ON_EXHAUSTED = ("fail", "delete")
+#: Longest retry delay accepted: 100 years, in seconds.
+MAX_DELAY = 100 * 365.25 * 24 * 3600
 
 
 def default_delay(retry_number: int) -> float:
@@ -47,11 +49,12 @@ class RetryPolicy:
         if self.on_exhausted not in ON_EXHAUSTED:
             raise ConfigurationError(
                 f"invalid on_exhausted {self.on_exhausted!r}: use 'fail' or 'delete'")
-        if isinstance(self.delays, Sequence):
-            if not self.delays or any(not isinstance(d, (int, float)) or d < 0
-                                      for d in self.delays):
-                raise ConfigurationError(
-                    f"invalid retry delays {self.delays!r}: use a non-empty list of seconds >= 0")
+        if isinstance(self.delays, Sequence) and (not self.delays or any(
+                isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= MAX_DELAY
+                for d in self.delays)):
+            raise ConfigurationError(
+                f"invalid retry delays {self.delays!r}: use a non-empty list of seconds "
+                "from 0 to 100 years")
 
     def should_retry(self, error: BaseException, retries_done: int) -> bool:
         """Return True when ``error`` after ``retries_done`` retries earns another retry."""
@@ -64,5 +67,9 @@ class RetryPolicy:
         if self.delays is None:
             return default_delay(retry_number)
         if callable(self.delays):
-            return float(self.delays(retry_number))
+            delay = float(self.delays(retry_number))
+            if not 0 <= delay <= MAX_DELAY:
+                raise ValueError(f"retry delay function returned {delay!r}; expected seconds "
+                                 "from 0 to 100 years")
+            return delay
         return float(self.delays[min(retry_number, len(self.delays)) - 1])

@@ -167,9 +167,11 @@ def test_misfire_modes_after_downtime(app: Backburner, misfire: str, expected: i
 @pytest.mark.parametrize("misfire", ["relaxed", "ignore"])
 def test_late_pass_fires_every_occurrence(app: Backburner, misfire: str) -> None:
     app.recurring.add_or_update("r", "report", "* * * * * *", misfire=misfire)
-    start = rewind(app, "r", 5)  # a pass five seconds late, not downtime
+    start = rewind(app, "r", 5)
+    scheduler = RecurringScheduler(app.storage, "test")
+    scheduler.last_pass_at = start - 0.5  # the previous pass was slow, not down
 
-    RecurringScheduler(app.storage, "test").run_once()
+    scheduler.run_once()
     occurrences = sorted(job.occurrence for job in jobs_of(app, "r"))
 
     assert occurrences[0] == start
@@ -179,15 +181,41 @@ def test_late_pass_fires_every_occurrence(app: Backburner, misfire: str) -> None
 
 def test_choose_occurrences_by_mode() -> None:
     now = 1_000_000.0
-    missed = [now - 3600, now - 1800, now - 5]
-    on_time = [now - 2, now - 1]
+    missed = [now - 3600, now - 1800, now - 1]
+    late_since = now - 1.5
+    on_time = [now - 1.2, now - 1]
 
-    assert choose_occurrences(missed, now, "relaxed") == [now - 5]
-    assert choose_occurrences(missed, now, "strict") == missed
-    assert choose_occurrences(missed, now, "ignore") == [now - 5]
-    assert choose_occurrences(missed[:2], now, "ignore") == []
-    assert choose_occurrences(on_time, now, "relaxed") == on_time
-    assert choose_occurrences([], now, "strict") == []
+    assert choose_occurrences(missed, late_since, "relaxed") == [now - 1]
+    assert choose_occurrences(missed, late_since, "strict") == missed
+    assert choose_occurrences(missed, late_since, "ignore") == [now - 1]
+    assert choose_occurrences(missed[:2], late_since, "ignore") == []
+    assert choose_occurrences(on_time, late_since, "relaxed") == on_time
+    assert choose_occurrences([], late_since, "strict") == []
+
+
+def test_short_schedule_after_downtime(app: Backburner) -> None:
+    app.recurring.add_or_update("fast", "report", "* * * * * *", misfire="relaxed")
+    app.recurring.add_or_update("quiet", "report", "* * * * * *", misfire="ignore")
+    rewind(app, "fast", 30)
+    rewind(app, "quiet", 30)
+
+    RecurringScheduler(app.storage, "fresh").run_once()  # a server that just started
+
+    assert len(jobs_of(app, "fast")) == 1
+    assert len(jobs_of(app, "quiet")) <= 2
+
+
+def test_unknown_function_records_error(app: Backburner) -> None:
+    app.recurring.add_or_update("r", "report", "* * * * *")
+    rewind(app, "r", 60)
+    other = Backburner(app.storage_url)  # a server app that lacks "report"
+
+    RecurringScheduler(other.storage, "test", other.registry).run_once()
+    broken = app.recurring.get("r")
+    other.close()
+
+    assert "not registered" in (broken.error or "")
+    assert jobs_of(app, "r") == []
 
 
 def test_strict_jobs_stamped_with_occurrence(app: Backburner) -> None:

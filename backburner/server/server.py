@@ -77,6 +77,21 @@ class Server:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or \
                 not 1 <= self.workers <= 1000:
             raise ConfigurationError(f"invalid workers {workers!r}: use a number from 1 to 1000")
+        for name, value in (("shutdown_timeout", shutdown_timeout),
+                            ("heartbeat_interval", heartbeat_interval),
+                            ("server_timeout", server_timeout),
+                            ("schedule_poll_interval", schedule_poll_interval),
+                            ("recurring_poll_interval", recurring_poll_interval),
+                            ("expiration_interval", expiration_interval)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 <= value <= 86_400 or (value == 0 and name != "shutdown_timeout"):
+                raise ConfigurationError(
+                    f"invalid {name} {value!r}: use a number of seconds above 0 and at most "
+                    "a day")
+        if isinstance(max_crash_requeues, bool) or not isinstance(max_crash_requeues, int) or \
+                max_crash_requeues < 0:
+            raise ConfigurationError(
+                f"invalid max_crash_requeues {max_crash_requeues!r}: use a whole number >= 0")
         if server_timeout <= heartbeat_interval:
             raise ConfigurationError(
                 f"server_timeout ({server_timeout} s) must be longer than heartbeat_interval "
@@ -121,7 +136,7 @@ class Server:
         self.state_machine = self.app.state_machine
         self.writer = OutcomeWriter(self.state_machine, self.id)
         self.performer = Performer(self.app.registry, self.state_machine, self.id)
-        self.recurring_scheduler = RecurringScheduler(storage, self.id)
+        self.recurring_scheduler = RecurringScheduler(storage, self.id, self.app.registry)
         storage.announce_server(self.id, self.queues, self.workers,
                                 {"pid": os.getpid(), "host": socket.gethostname()})
         logger.info("server %s starting: %d workers, queues %s, storage %s", self.id,
