@@ -7,8 +7,9 @@ Decoding builds only plain values and the tagged types below: it never
 imports or calls anything named in the data, and pickle is never used.
 
 Tags: datetime, date, time, uuid, decimal, bytes, tuple, float (NaN and the
-infinities) and dict (a dict whose own keys include ``$bb``). Dicts with
-non-string keys are rejected, because JSON would turn the keys into strings.
+infinities), str (a string holding a surrogate pair as two code points) and
+dict (a dict whose own keys include ``$bb``). Dicts with non-string keys are
+rejected, because JSON would turn the keys into strings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import binascii
 import datetime as dt
 import json
 import math
+import re
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -54,7 +56,14 @@ def _encode(value: Any, path: str, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise InvalidArguments(f"{path}: nested deeper than {MAX_DEPTH} levels")
 
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        if _SURROGATE_PAIR.search(value):
+            # JSON would write a high and low surrogate as an escape pair that
+            # decodes to one astral character, so keep their exact code points.
+            return {TAG: "str", "v": base64.b64encode(
+                value.encode("utf-8", "surrogatepass")).decode("ascii")}
+        return value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return int(value)
@@ -78,6 +87,10 @@ def _encode_dict(value: dict[Any, Any], path: str, depth: int) -> Any:
             raise InvalidArguments(
                 f"{path}: dict key {key!r} is a {type(key).__name__}; only string keys are "
                 "supported, so convert the keys to str or pass a list of pairs")
+        if _SURROGATE_PAIR.search(key):
+            raise InvalidArguments(
+                f"{path}: dict key {key!r} holds a surrogate pair as two code points, which "
+                "JSON keys cannot keep; pass a list of pairs instead")
     encoded = {key: _encode(item, f"{path}[{key!r}]", depth + 1) for key, item in value.items()}
     if TAG in value:
         return {TAG: "dict", "v": encoded}
@@ -157,7 +170,13 @@ _SCALAR_DECODERS: dict[str, Any] = {
     "decimal": Decimal,
     "bytes": lambda text: base64.b64decode(text.encode("ascii"), validate=True),
     "float": _decode_float,
+    "str": lambda text: base64.b64decode(text.encode("ascii"), validate=True).decode(
+        "utf-8", "surrogatepass"),
 }
+
+#: A high surrogate followed by a low one: JSON would read their escapes back
+#: as one astral character. Lone surrogates round-trip as they are.
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 def _reject_constant(name: str) -> Any:

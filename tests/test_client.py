@@ -1,25 +1,47 @@
-"""Client API: registration, enqueue options and the checks made at enqueue."""
+"""Client API: registration, enqueue options and the checks made at enqueue.
+
+Tests that store jobs take ``app`` and run on each storage backend. Checks
+that reject a call before it reaches storage take ``sqlite_app``: they run
+once, since the backend plays no part in them.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS, storage_space
 
 from backburner import (Backburner, ConfigurationError, InvalidArguments, JobContext,
                         JobNotRegistered, PayloadTooLarge)
 
 
+@pytest.fixture(params=BACKENDS)
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh storage of each backend in turn, removed afterwards."""
+    with storage_space(request.param, tmp_path) as space:
+        yield space.url
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Backburner:
+def app(storage_url: str) -> Iterator[Backburner]:
+    application = Backburner(storage_url)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path: Path) -> Iterator[Backburner]:
+    """An app on a SQLite file, for checks that reject a call before it reaches storage."""
     application = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}")
     yield application
     application.close()
 
 
-def test_decorated_function_stays_callable(app: Backburner) -> None:
-    @app.job
+def test_decorated_function_stays_callable(sqlite_app: Backburner) -> None:
+    @sqlite_app.job
     def add(a: int, b: int) -> int:
         return a + b
 
@@ -59,20 +81,20 @@ def test_enqueue_by_name_and_plain_function(app: Backburner) -> None:
     assert registered.name == "plain"
 
 
-def test_unregistered_function_rejected(app: Backburner) -> None:
+def test_unregistered_function_rejected(sqlite_app: Backburner) -> None:
     def stray() -> None: ...
 
     with pytest.raises(JobNotRegistered, match="not a registered job function"):
-        app.enqueue(stray)
+        sqlite_app.enqueue(stray)
     with pytest.raises(JobNotRegistered, match="no job function is registered as 'missing'"):
-        app.enqueue("missing")
+        sqlite_app.enqueue("missing")
 
 
-def test_duplicate_name_rejected(app: Backburner) -> None:
-    app.job(name="same")(lambda: None)
+def test_duplicate_name_rejected(sqlite_app: Backburner) -> None:
+    sqlite_app.job(name="same")(lambda: None)
 
     with pytest.raises(ConfigurationError, match="already registered"):
-        app.job(name="same")(lambda: 1)
+        sqlite_app.job(name="same")(lambda: 1)
 
 
 def test_signature_mismatch_rejected(app: Backburner) -> None:
@@ -84,8 +106,8 @@ def test_signature_mismatch_rejected(app: Backburner) -> None:
     assert app.storage.count_jobs_by_state()["Enqueued"] == 0
 
 
-def test_unsupported_argument_rejected(app: Backburner) -> None:
-    @app.job
+def test_unsupported_argument_rejected(sqlite_app: Backburner) -> None:
+    @sqlite_app.job
     def take(value: object) -> None: ...
 
     with pytest.raises(InvalidArguments, match="cannot be stored as a job argument"):
@@ -94,8 +116,8 @@ def test_unsupported_argument_rejected(app: Backburner) -> None:
         take.enqueue({1: "a"})
 
 
-def test_payload_limit(tmp_path: Path) -> None:
-    app = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}", max_payload_bytes=1000)
+def test_payload_limit(storage_url: str) -> None:
+    app = Backburner(storage_url, max_payload_bytes=1000)
 
     @app.job
     def take(value: str) -> None: ...
@@ -108,12 +130,12 @@ def test_payload_limit(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("queue", ["", "Upper", "with space", "x" * 51, "dots.no", 7])
-def test_invalid_queue_names(app: Backburner, queue: object) -> None:
-    @app.job
+def test_invalid_queue_names(sqlite_app: Backburner, queue: object) -> None:
+    @sqlite_app.job
     def noop() -> None: ...
 
     with pytest.raises(ConfigurationError, match="invalid queue name"):
-        app.options(queue=queue).enqueue(noop)  # type: ignore[arg-type]
+        sqlite_app.options(queue=queue).enqueue(noop)  # type: ignore[arg-type]
 
 
 def test_schedule_with_delay_and_datetime(app: Backburner) -> None:
@@ -132,20 +154,20 @@ def test_schedule_with_delay_and_datetime(app: Backburner) -> None:
     assert abs((timed.due_at - at_time).total_seconds()) < 0.01
 
 
-def test_naive_datetime_rejected(app: Backburner) -> None:
-    @app.job
+def test_naive_datetime_rejected(sqlite_app: Backburner) -> None:
+    @sqlite_app.job
     def noop() -> None: ...
 
     with pytest.raises(ConfigurationError, match="timezone-aware"):
         noop.schedule(dt.datetime(2030, 1, 1))
 
 
-def test_negative_delay_rejected(app: Backburner) -> None:
-    @app.job
+def test_negative_delay_rejected(sqlite_app: Backburner) -> None:
+    @sqlite_app.job
     def noop() -> None: ...
 
     with pytest.raises(ConfigurationError, match="invalid delay"):
-        app.schedule(-1, noop)
+        sqlite_app.schedule(-1, noop)
 
 
 def test_context_parameter_is_not_an_argument(app: Backburner) -> None:
@@ -166,9 +188,9 @@ def test_continuation_of_missing_parent(app: Backburner) -> None:
         app.continue_with("no-such-job", noop)
 
 
-def test_continuation_option_validated(app: Backburner) -> None:
+def test_continuation_option_validated(sqlite_app: Backburner) -> None:
     with pytest.raises(ConfigurationError, match="on='sometimes'"):
-        app.options(on="sometimes")
+        sqlite_app.options(on="sometimes")
 
 
 def test_delete_and_requeue(app: Backburner) -> None:
@@ -205,8 +227,8 @@ def test_bad_storage_urls(url: str, message: str) -> None:
         Backburner(url).storage
 
 
-def test_unwritable_int_rejected(app: Backburner) -> None:
-    @app.job
+def test_unwritable_int_rejected(sqlite_app: Backburner) -> None:
+    @sqlite_app.job
     def take(value: int) -> None: ...
 
     with pytest.raises(InvalidArguments, match="cannot be written as JSON"):

@@ -1,4 +1,5 @@
-"""Recurring jobs on SQLite: the API, misfire modes and once-per-occurrence firing."""
+"""Recurring jobs on each storage backend: the API, misfire modes and
+once-per-occurrence firing."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from backends import BACKENDS, StorageSpace, storage_space
 
 from backburner import Backburner, ConfigurationError, JobNotFound
 from backburner.recurring import MAX_ERRORS, RecurringScheduler, choose_occurrences
 
 
+@pytest.fixture(params=BACKENDS)
+def space(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageSpace]:
+    """A fresh storage of each backend in turn, removed afterwards."""
+    with storage_space(request.param, tmp_path) as fresh:
+        yield fresh
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Backburner]:
-    application = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}")
+def app(space: StorageSpace) -> Iterator[Backburner]:
+    application = Backburner(space.url)
 
     @application.job(name="report")
     def report(kind: str = "daily") -> None: ...
@@ -27,6 +37,32 @@ def app(tmp_path: Path) -> Iterator[Backburner]:
 def jobs_of(app: Backburner, recurring_id: str) -> list:
     records = app.storage.list_jobs("Enqueued", limit=10_000)
     return [r for r in records if r.recurring_id == recurring_id]
+
+
+def overwrite_recurring(space: StorageSpace, recurring_id: str, **fields: Any) -> None:
+    """Overwrite stored fields of a recurring job behind the storage's back, as a broken
+    client would; None clears a field."""
+    if space.backend == "redis":
+        key = f"{space.prefix}recurring:{recurring_id}"
+        with space.connect_redis() as client:
+            for name, value in fields.items():
+                if value is None:
+                    client.hdel(key, name)
+                else:
+                    client.hset(key, name, value)
+        return
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    values = [*fields.values(), recurring_id]
+    if space.backend == "postgres":
+        with space.connect_postgres() as pg:
+            pg.execute(f"UPDATE recurring SET {assignments.replace('?', '%s')} WHERE id = %s",
+                       values)
+        return
+    conn = space.connect_sqlite()
+    try:
+        conn.execute(f"UPDATE recurring SET {assignments} WHERE id = ?", values)
+    finally:
+        conn.close()
 
 
 def rewind(app: Backburner, recurring_id: str, seconds: float) -> float:
@@ -261,17 +297,15 @@ def test_occurrence_unique_in_storage(app: Backburner) -> None:
     assert [job.occurrence for job in jobs_of(app, "r")] == [past]
 
 
-def test_scheduling_errors_disable(app: Backburner) -> None:
+def test_scheduling_errors_disable(app: Backburner, space: StorageSpace) -> None:
     app.recurring.add_or_update("r", "report", "* * * * *")
     rewind(app, "r", 60)
-    with app.storage._write("corrupt") as conn:  # a row written by a broken client
-        conn.execute("UPDATE recurring SET tz = 'Nowhere/Atlantis' WHERE id = 'r'")
+    overwrite_recurring(space, "r", tz="Nowhere/Atlantis")
     scheduler = RecurringScheduler(app.storage, "test")
 
     for _ in range(MAX_ERRORS):
         scheduler.run_once()
-        with app.storage._write("skip retry delay") as conn:
-            conn.execute("UPDATE recurring SET retry_at = NULL")
+        overwrite_recurring(space, "r", retry_at=None)  # skip the retry delay
     broken = app.recurring.get("r")
 
     assert broken.disabled is True

@@ -356,3 +356,16 @@ def test_loads_imports_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     assert "bb_canary" not in sys.modules
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("text", ["\ud83d\ude00", "a\ud800\udc00b", "\ud800", "\udc00\ud800"])
+def test_surrogate_code_points_kept(text: str) -> None:
+    decoded = loads(dumps([text]))
+
+    assert decoded == [text]
+    assert len(decoded[0]) == len(text)
+
+
+def test_surrogate_pair_key_rejected() -> None:
+    with pytest.raises(InvalidArguments, match="surrogate pair"):
+        dumps({"\ud83d\ude00": 1})

@@ -1,4 +1,7 @@
-"""The embedded server: running, retrying, cancelling and stopping jobs in-process."""
+"""The embedded server: running, retrying, cancelling and stopping jobs in-process.
+
+Every test runs on each storage backend.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS, storage_space
 
 from backburner import Backburner, Job, JobContext
 
 
+@pytest.fixture(params=BACKENDS)
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh storage of each backend in turn, removed afterwards."""
+    with storage_space(request.param, tmp_path) as space:
+        yield space.url
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Backburner]:
-    application = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}")
+def app(storage_url: str) -> Iterator[Backburner]:
+    application = Backburner(storage_url)
     yield application
     application.close()
 
@@ -253,7 +264,7 @@ def test_continuations_follow_parent_outcome(app: Backburner) -> None:
     assert "condition not met" in (skipped.history[-1].reason or "")
 
 
-def test_unknown_function_fails_cleanly(app: Backburner, tmp_path: Path) -> None:
+def test_unknown_function_fails_cleanly(app: Backburner) -> None:
     producer = Backburner(app.storage_url)
 
     @producer.job(name="only.in.producer")
@@ -273,8 +284,8 @@ def test_unknown_function_fails_cleanly(app: Backburner, tmp_path: Path) -> None
     producer.close()
 
 
-def test_expiration_removes_final_jobs(tmp_path: Path) -> None:
-    app = Backburner(f"sqlite:///{tmp_path / 'jobs.db'}", job_retention=0.2)
+def test_expiration_removes_final_jobs(storage_url: str) -> None:
+    app = Backburner(storage_url, job_retention=0.2)
 
     @app.job(retries=0)
     def fails() -> None:

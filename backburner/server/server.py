@@ -115,6 +115,7 @@ class Server:
         self._running: dict[str, _Running] = {}
         self._running_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._last_heartbeat = time.monotonic()
         self._worker_threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------
@@ -260,6 +261,7 @@ class Server:
             if self._stopping.is_set():
                 break
             try:
+                self._ensure_alive()
                 jobs = self.app.storage.fetch_jobs(self.queues, self.id, limit, wait=FETCH_WAIT)
                 failures = 0
             except Exception:
@@ -312,13 +314,25 @@ class Server:
 
     # -- background components -----------------------------------------------
 
-    def _heartbeat(self) -> None:
+    def _ensure_alive(self) -> None:
+        # After a freeze (SIGSTOP, a paused VM) the fetcher may run before the
+        # heartbeat thread; a server the watchdog declared dead must announce
+        # itself again before it claims jobs, or they would be taken back at once.
+        if time.monotonic() - self._last_heartbeat > self.heartbeat_interval * 2:
+            self._beat()
+
+    def _beat(self) -> None:
         storage = self.app.storage
         if not storage.heartbeat(self.id):
             logger.warning("server %s missed heartbeats for over %.0f s and was declared dead; "
                            "announcing it again (jobs it was running were put back)", self.id,
                            self.server_timeout)
             storage.announce_server(self.id, self.queues, self.workers, {"pid": os.getpid()})
+        self._last_heartbeat = time.monotonic()
+
+    def _heartbeat(self) -> None:
+        storage = self.app.storage
+        self._beat()
         with self._running_lock:
             running = dict(self._running)
         if not running:

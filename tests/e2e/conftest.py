@@ -1,4 +1,8 @@
-"""Fixtures for end-to-end tests that run real ``backburner server`` processes."""
+"""Fixtures for end-to-end tests that run real ``backburner server`` processes.
+
+Every test runs once per storage backend (SQLite, PostgreSQL, Redis) unless
+it narrows the ``backend`` parameter, as ``harness.SQLITE_ONLY`` does.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ from typing import Any
 import pytest
 
 E2E_DIR = Path(__file__).resolve().parent
-if str(E2E_DIR) not in sys.path:
-    sys.path.insert(0, str(E2E_DIR))
+for folder in (E2E_DIR, E2E_DIR.parent):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import jobapp
-from harness import ServerProcess, Workspace
+from backends import BACKENDS, storage_space
+from harness import ServerProcess, Workspace, child_env
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -24,17 +30,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend of the test: each one in turn."""
+    return str(request.param)
+
+
 @pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Workspace]:
-    """Point the shared job app at a fresh SQLite file under ``tmp_path``."""
-    db_path = tmp_path / "jobs.db"
-    storage_url = f"sqlite:///{db_path}"
-    app = jobapp.app
-    app.close()
-    app.use_storage(storage_url)
-    _ = app.storage  # opening the storage creates the schema before any server starts
-    yield Workspace(tmp_path, db_path, storage_url, tmp_path / "executions.jsonl", app)
-    app.close()
+def workspace(backend: str, tmp_path: Path) -> Iterator[Workspace]:
+    """Point the shared job app at a fresh storage of ``backend``, removed afterwards."""
+    with storage_space(backend, tmp_path) as space:
+        app = jobapp.app
+        app.close()
+        app.use_storage(space.url)
+        app.storage.count_jobs_by_state()  # creates the schema before any server starts
+        try:
+            yield Workspace(tmp_path, space, tmp_path / "executions.jsonl", app)
+        finally:
+            app.close()
 
 
 @pytest.fixture
@@ -42,17 +55,20 @@ def start_server(workspace: Workspace,
                  request: pytest.FixtureRequest) -> Iterator[Callable[..., ServerProcess]]:
     """Start ``backburner server`` processes, and kill any still running at teardown.
 
-    When the test failed, the end of each server's log is printed.
+    ``settings`` are extra ``Server`` keyword arguments, such as
+    ``harness.FAST_RECOVERY``. When the test failed, the end of each server's
+    log is printed.
     """
     started: list[ServerProcess] = []
 
     def start(*, workers: int = 4, queues: str = "default", shutdown_timeout: float = 5.0,
-              app_target: str = "jobapp:app") -> ServerProcess:
+              app_target: str = "jobapp:app",
+              settings: dict[str, Any] | None = None) -> ServerProcess:
         args = ["server", "--app", app_target, "--storage", workspace.storage_url,
                 "--workers", str(workers), "--queues", queues,
                 "--shutdown-timeout", str(shutdown_timeout)]
         output = workspace.root / f"server-{len(started)}.log"
-        server = ServerProcess(args, workspace.log_path, output)
+        server = ServerProcess(args, child_env(workspace, settings), output)
         started.append(server)
         return server
 

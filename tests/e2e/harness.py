@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+from backends import StorageSpace
+from jobapp import SERVER_ENV
+
 from backburner import Backburner
 
 T = TypeVar("T")
@@ -37,31 +41,40 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str,
         time.sleep(interval)
 
 
-def child_env(log_path: Path) -> dict[str, str]:
-    """Return the environment for server and CLI processes."""
+def child_env(workspace: Workspace, server_settings: dict[str, Any] | None = None
+              ) -> dict[str, str]:
+    """Return the environment for server, CLI and client processes of ``workspace``.
+
+    ``BACKBURNER_STORAGE_URL`` names the test's own storage, so a process that
+    gets no ``--storage`` option still cannot touch any other.
+    ``server_settings`` go to the servers as extra ``Server`` keyword arguments.
+    """
     env = dict(os.environ)
-    env["BB_E2E_LOG"] = str(log_path)
+    env["BB_E2E_LOG"] = str(workspace.log_path)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(E2E_DIR), env.get("PYTHONPATH")]))
-    env.pop("BACKBURNER_STORAGE_URL", None)
+    env["BACKBURNER_STORAGE_URL"] = workspace.storage_url
     env.pop("BACKBURNER_APP", None)
+    env.pop(SERVER_ENV, None)
+    if server_settings:
+        env[SERVER_ENV] = json.dumps(server_settings)
     return env
 
 
-def run_cli(args: Sequence[str], log_path: Path,
+def run_cli(args: Sequence[str], workspace: Workspace,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run ``backburner ARGS`` to completion and return its exit code and output."""
-    return subprocess.run([*CLI, *args], cwd=E2E_DIR, env=child_env(log_path),
+    return subprocess.run([*CLI, *args], cwd=E2E_DIR, env=child_env(workspace),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
 class ServerProcess:
     """One ``backburner server`` subprocess, whose log output goes to ``output_path``."""
 
-    def __init__(self, args: Sequence[str], log_path: Path, output_path: Path) -> None:
+    def __init__(self, args: Sequence[str], env: dict[str, str], output_path: Path) -> None:
         self.args = list(args)
         self.output_path = output_path
         with open(output_path, "wb") as output:
-            self.process = subprocess.Popen([*CLI, *args], cwd=E2E_DIR, env=child_env(log_path),
+            self.process = subprocess.Popen([*CLI, *args], cwd=E2E_DIR, env=env,
                                             stdout=output, stderr=subprocess.STDOUT)
 
     @property
@@ -120,13 +133,22 @@ class ServerProcess:
 
 @dataclass
 class Workspace:
-    """One test's storage file, execution log and client app."""
+    """One test's storage, execution log and client app."""
 
     root: Path
-    db_path: Path
-    storage_url: str
+    space: StorageSpace
     log_path: Path
     app: Backburner
+
+    @property
+    def backend(self) -> str:
+        """The storage backend: sqlite, postgres or redis."""
+        return self.space.backend
+
+    @property
+    def storage_url(self) -> str:
+        """The URL that servers and CLI runs open the test's storage with."""
+        return self.space.url
 
 
 @dataclass
@@ -178,5 +200,40 @@ def count_in_state(app: Backburner, state: str) -> int:
     return app.storage.count_jobs_by_state()[state]
 
 
+def history_states(app: Backburner, job_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Return the states in each job's history, oldest first, read through the storage."""
+    result: dict[str, list[str]] = {}
+    for job_id in job_ids:
+        record = app.storage.get_job(job_id)
+        assert record is not None, f"job {job_id} not found"
+        result[job_id] = [entry.state for entry in record.history]
+    return result
+
+
+def assert_sqlite_intact(workspace: Workspace) -> None:
+    """SQLite only: check that the database file passes ``PRAGMA integrity_check``.
+
+    The other backends have no file that a killed process could leave half written.
+    """
+    if workspace.backend != "sqlite":
+        return
+    conn = workspace.space.connect_sqlite()
+    try:
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+    assert integrity == "ok"
+
+
 #: The ``start_server`` fixture: starts a server process with the given options.
 StartServer = Callable[..., ServerProcess]
+
+#: Runs a test on SQLite only, for checks that only SQLite can make (file locks,
+#: ``PRAGMA integrity_check``). Every other test runs on each backend.
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
+
+#: Server timings for tests that wait for the watchdog to recover a silent
+#: server's jobs. A server is declared dead after 6 s without a heartbeat
+#: (default 20 s), and heartbeats and the watchdog run every second (default
+#: 5 s), so a live server on a loaded test machine still has 5 s of slack.
+FAST_RECOVERY = {"heartbeat_interval": 1.0, "server_timeout": 6.0}

@@ -5,6 +5,10 @@ Servers import this module as ``jobapp:app`` and get the storage from
 event (start, finish, cancelled, ...) to the execution log that the
 ``BB_E2E_LOG`` environment variable names. Each line is opened, appended and
 fsynced on its own, so the log survives a SIGKILL of the server.
+
+``backburner server`` has no options for the heartbeat interval, the server
+timeout or the crash requeue limit, so a test that needs shorter ones passes
+them as a JSON object of ``Server`` keyword arguments in ``BB_E2E_SERVER``.
 """
 
 from __future__ import annotations
@@ -14,14 +18,30 @@ import json
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from backburner import Backburner, JobContext
 
+if TYPE_CHECKING:
+    from backburner.server import Server
+
 #: Environment variable naming the execution log file.
 LOG_ENV = "BB_E2E_LOG"
+#: Environment variable with extra ``Server`` keyword arguments, as a JSON object.
+SERVER_ENV = "BB_E2E_SERVER"
 
-app = Backburner()
+
+class E2EApp(Backburner):
+    """A Backburner app whose servers take extra settings from ``BB_E2E_SERVER``."""
+
+    def server(self, *, queues: Sequence[str] | None = None, workers: int | None = None,
+               **settings: Any) -> Server:
+        extra = json.loads(os.environ.get(SERVER_ENV) or "{}")
+        return super().server(queues=queues, workers=workers, **{**extra, **settings})
+
+
+app = E2EApp()
 
 
 class Flaky(RuntimeError):

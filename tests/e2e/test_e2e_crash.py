@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import time
 
 import jobapp
 from harness import (
+    FAST_RECOVERY,
     Execution,
     ServerProcess,
     StartServer,
     Workspace,
     all_in_state,
+    assert_sqlite_intact,
     executions,
     wait_for,
 )
 
-#: Recovery takes up to heartbeat (5 s) + server timeout (20 s) + watchdog period (5 s).
-#: A test waits twice that long before it gives up.
+#: Recovery takes up to heartbeat (5 s) + server timeout (20 s) + watchdog period (5 s)
+#: with the default timings. A test waits twice that long before it gives up.
 RECOVERY_DEADLINE = 60.0
+#: Crashes a poison job may cause before it is Failed, instead of the default 3,
+#: so that the test needs two crash rounds instead of four.
+POISON_CRASH_REQUEUES = 1
 #: A job that the killed server finished this shortly before the kill may run again,
 #: because its outcome can still have been waiting in the server's outcome writer.
 OUTCOME_WRITE_GRACE = 2.0
@@ -35,8 +39,11 @@ def in_flight(runs: dict[str, Execution], pid: int) -> set[str]:
 
 def test_sigkill_recovers_jobs(workspace: Workspace, start_server: StartServer) -> None:
     app = workspace.app
-    victim = start_server(workers=4)
-    survivor = start_server(workers=4)
+    # The default timings run once, on SQLite: they belong to the server, whatever
+    # the storage, and waiting them out adds about 12 s per backend.
+    settings = None if workspace.backend == "sqlite" else FAST_RECOVERY
+    victim = start_server(workers=4, settings=settings)
+    survivor = start_server(workers=4, settings=settings)
     victim_id = victim.wait_announced(app)
     survivor.wait_announced(app)
     durations = random.Random(7).choices([0.5, 1.0, 1.5, 2.0], k=40)
@@ -77,18 +84,19 @@ def test_sigkill_recovers_jobs(workspace: Workspace, start_server: StartServer) 
         assert len(recovery) == 1, job_id
         assert "stopped heartbeating" in recovery[0].reason, job_id
     assert survivor.alive()
-    with sqlite3.connect(workspace.db_path) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert_sqlite_intact(workspace)
 
 
 def test_poison_job_ends_failed(workspace: Workspace, start_server: StartServer) -> None:
     app = workspace.app
     poison = jobapp.kill_server.enqueue()
     others = [jobapp.sleep.enqueue(0.0) for _ in range(10)]
+    settings = {**FAST_RECOVERY, "max_crash_requeues": POISON_CRASH_REQUEUES}
+    crashes = POISON_CRASH_REQUEUES + 1
     deaths = 0
 
-    for _ in range(8):
-        server = start_server(workers=2)
+    for _ in range(crashes + 2):
+        server = start_server(workers=2, settings=settings)
         server.wait_announced(app)
         others += [jobapp.sleep.enqueue(0.0) for _ in range(3)]
 
@@ -107,9 +115,9 @@ def test_poison_job_ends_failed(workspace: Workspace, start_server: StartServer)
     server.send(signal.SIGTERM)
     assert server.wait_exit(30) == 0
     assert job.state == "Failed"
-    assert deaths == 4
-    assert len(executions(workspace.log_path)[poison].starts) == 4
-    assert job.crash_count == 4
+    assert deaths == crashes
+    assert len(executions(workspace.log_path)[poison].starts) == crashes
+    assert job.crash_count == crashes
     assert "stopped while performing the job" in job.history[-1].reason
-    assert [entry.state for entry in job.history].count("Processing") == 4
+    assert [entry.state for entry in job.history].count("Processing") == crashes
     assert all(len(executions(workspace.log_path)[job_id].starts) == 1 for job_id in others)

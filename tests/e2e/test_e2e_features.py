@@ -167,7 +167,7 @@ def test_cli_requeue_failed_job(workspace: Workspace, start_server: StartServer)
     wait_for(lambda: all_in_state(app, [job_id], "Failed"), DEADLINE, "the first failure")
 
     result = run_cli(["jobs", "requeue", job_id, "--storage", workspace.storage_url],
-                     workspace.log_path)
+                     workspace)
     wait_for(lambda: len(executions(workspace.log_path)[job_id].starts) == 2, DEADLINE,
              "the requeued job to run again")
     wait_for(lambda: all_in_state(app, [job_id], "Failed"), DEADLINE, "the second failure")

@@ -5,18 +5,20 @@ from __future__ import annotations
 import signal
 
 import jobapp
-from harness import StartServer, Workspace, all_in_state, executions, wait_for
+from harness import FAST_RECOVERY, StartServer, Workspace, all_in_state, executions, wait_for
 
-#: A running job learns at its server's next heartbeat (every 5 s) that its lease is gone.
+#: A running job learns at its server's next heartbeat (every second with
+#: FAST_RECOVERY) that its lease is gone.
 HEARTBEAT_DEADLINE = 30.0
-#: Recovery of a silent server's jobs: server timeout (20 s) plus watchdog period (5 s).
+#: Recovery of a silent server's jobs: server timeout plus watchdog period, 7 s
+#: with FAST_RECOVERY.
 RECOVERY_DEADLINE = 60.0
 DISCARDED = "discarded: the job was deleted, requeued or recovered"
 
 
 def test_delete_running_job(workspace: Workspace, start_server: StartServer) -> None:
     app = workspace.app
-    server = start_server(workers=2)
+    server = start_server(workers=2, settings=FAST_RECOVERY)
     server.wait_announced(app)
     job_id = jobapp.cooperative.enqueue()
     wait_for(lambda: job_id in executions(workspace.log_path), 30, "the job to start")
@@ -36,7 +38,7 @@ def test_delete_running_job(workspace: Workspace, start_server: StartServer) -> 
 
 def test_requeue_running_job(workspace: Workspace, start_server: StartServer) -> None:
     app = workspace.app
-    server = start_server(workers=2)
+    server = start_server(workers=2, settings=FAST_RECOVERY)
     server.wait_announced(app)
     job_id = jobapp.sleep.enqueue(2.0)
     wait_for(lambda: job_id in executions(workspace.log_path), 30, "the job to start")
@@ -58,12 +60,12 @@ def test_requeue_running_job(workspace: Workspace, start_server: StartServer) ->
 
 def test_paused_server_outcome_discarded(workspace: Workspace, start_server: StartServer) -> None:
     app = workspace.app
-    paused = start_server(workers=2)
+    paused = start_server(workers=2, settings=FAST_RECOVERY)
     paused_id = paused.wait_announced(app)
     job_id = jobapp.sleep.enqueue(3.0)
     wait_for(lambda: job_id in executions(workspace.log_path), 30, "the job to start")
     paused.send(signal.SIGSTOP)
-    survivor = start_server(workers=2)
+    survivor = start_server(workers=2, settings=FAST_RECOVERY)
     survivor.wait_announced(app)
 
     try:

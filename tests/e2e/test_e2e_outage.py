@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import jobapp
 import pytest
-from harness import StartServer, Workspace, all_in_state, executions, wait_for
+from harness import SQLITE_ONLY, StartServer, Workspace, all_in_state, executions, wait_for
 
 from backburner import StorageError
 
@@ -17,6 +16,7 @@ OUTAGE = 13.0
 DEADLINE = 60.0
 
 
+@SQLITE_ONLY  # it holds SQLite's exclusive lock on the database file
 def test_write_lock_outage(workspace: Workspace, start_server: StartServer) -> None:
     app = workspace.app
     server = start_server(workers=2)
@@ -24,7 +24,7 @@ def test_write_lock_outage(workspace: Workspace, start_server: StartServer) -> N
     ids = app.enqueue_many([jobapp.sleep.call(0.5) for _ in range(12)])
     wait_for(lambda: executions(workspace.log_path), 30, "the first job to start")
 
-    blocker = sqlite3.connect(workspace.db_path, isolation_level=None)
+    blocker = workspace.space.connect_sqlite()
     blocker.execute("BEGIN EXCLUSIVE")
     locked_at = time.monotonic()
     try:
