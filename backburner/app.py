@@ -15,7 +15,7 @@ from backburner.ids import new_job_id
 from backburner.job import Job, encode_payload
 from backburner.records import NewJob
 from backburner.registry import (DEFAULT_QUEUE, JobCall, JobFunction, Registry,
-                                 check_queue_name, default_name, to_seconds)
+                                 check_queue_name, default_name, to_seconds, to_timestamp)
 from backburner.retry import DEFAULT_RETRIES, RetryPolicy
 from backburner.state_machine import StateMachine
 from backburner.storage import DEFAULT_STORAGE_URL, Storage, open_storage
@@ -48,7 +48,8 @@ class Backburner:
                  job_retention: float | dt.timedelta = DEFAULT_JOB_RETENTION) -> None:
         self.storage_url = (storage_url or os.environ.get("BACKBURNER_STORAGE_URL")
                             or DEFAULT_STORAGE_URL)
-        if not isinstance(max_payload_bytes, int) or max_payload_bytes <= 0:
+        if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or \
+                max_payload_bytes <= 0:
             raise ConfigurationError(
                 f"invalid max_payload_bytes {max_payload_bytes!r}: use a positive whole number")
         self.max_payload_bytes = max_payload_bytes
@@ -165,22 +166,23 @@ class Backburner:
         return self.options().continue_with(parent_id, fn, *args, **kwargs)
 
     def options(self, *, queue: str | None = None, delay: float | dt.timedelta | None = None,
-                at: dt.datetime | None = None, on: str = "succeeded") -> EnqueueOptions:
+                at: dt.datetime | None = None, on: str = "succeeded",
+                connection: object | None = None) -> EnqueueOptions:
         """Return a client that applies these options to the calls made through it.
 
         ``queue`` overrides the function's queue; ``delay`` or ``at`` schedule
         the job; ``on`` chooses when a continuation runs: "succeeded" (the
         default), "finished" (Succeeded or Deleted) or "deleted".
+        ``connection`` is the application's own psycopg 3 connection (PostgreSQL
+        storage only). Jobs are written through it without a commit, so they
+        exist only if the application's transaction commits.
         """
-        return EnqueueOptions(self, queue=queue, delay=delay, at=at, on=on)
+        return EnqueueOptions(self, queue=queue, delay=delay, at=at, on=on,
+                              connection=connection)
 
     def enqueue_many(self, calls: Iterable[JobCall], *, queue: str | None = None) -> list[str]:
         """Enqueue many calls (from ``fn.call(...)``) in one transaction; return their ids."""
-        options = self.options(queue=queue)
-        jobs = [options.build(call.function, call.args, call.kwargs) for call in calls]
-        if jobs:
-            self.storage.create_jobs(jobs)
-        return [job.id for job in jobs]
+        return self.options(queue=queue).enqueue_many(calls)
 
     def get_job(self, job_id: str) -> Job | None:
         """Return the job with its state history, or None if it does not exist or expired."""
@@ -226,15 +228,13 @@ class EnqueueOptions:
     """A client with per-call options; made by ``Backburner.options``."""
 
     def __init__(self, app: Backburner, *, queue: str | None,
-                 delay: float | dt.timedelta | None, at: dt.datetime | None, on: str) -> None:
+                 delay: float | dt.timedelta | None, at: dt.datetime | None, on: str,
+                 connection: object | None = None) -> None:
         if queue is not None:
             check_queue_name(queue)
         if delay is not None and at is not None:
             raise ConfigurationError("pass either delay or at, not both")
-        if at is not None and (not isinstance(at, dt.datetime) or at.utcoffset() is None):
-            raise ConfigurationError(
-                f"invalid at {at!r}: use a timezone-aware datetime, e.g. "
-                "datetime.now(timezone.utc) + timedelta(minutes=5)")
+        self.due_at = None if at is None else to_timestamp(at, "at")
         if on not in CONTINUE_ON:
             raise ConfigurationError(
                 f"invalid continuation option on={on!r}: use 'succeeded', 'finished' or 'deleted'")
@@ -243,13 +243,21 @@ class EnqueueOptions:
         self.delay = to_seconds(delay, "delay")
         self.at = at
         self.on = on
+        self.connection = connection
 
     def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
         """Enqueue (or schedule, if a delay or time was given) a call; return the job id."""
         job = self.build(fn, args, kwargs)
-        self.app.storage.create_jobs([job])
+        self.app.storage.create_jobs([job], connection=self.connection)
         logger.debug("created job %s (%s) in state %s", job.id, job.function, job.state)
         return job.id
+
+    def enqueue_many(self, calls: Iterable[JobCall]) -> list[str]:
+        """Enqueue many calls (from ``fn.call(...)``) in one transaction; return their ids."""
+        jobs = [self.build(call.function, call.args, call.kwargs) for call in calls]
+        if jobs:
+            self.app.storage.create_jobs(jobs, connection=self.connection)
+        return [job.id for job in jobs]
 
     def continue_with(self, parent_id: str, fn: Callable[..., Any] | str, /, *args: Any,
                       **kwargs: Any) -> str:
@@ -257,7 +265,7 @@ class EnqueueOptions:
         if not isinstance(parent_id, str) or not parent_id:
             raise ConfigurationError(f"invalid parent job id {parent_id!r}")
         job = self.build(fn, args, kwargs, parent_id=parent_id)
-        self.app.storage.create_jobs([job])
+        self.app.storage.create_jobs([job], connection=self.connection)
         return job.id
 
     def build(self, fn: Callable[..., Any] | str, args: Sequence[Any], kwargs: dict[str, Any],
@@ -280,6 +288,6 @@ class EnqueueOptions:
         return NewJob(
             id=new_job_id(), function=function.name, payload=payload,
             queue=self.queue or function.queue, state=state, reason=reason,
-            due_at=self.at.timestamp() if self.at is not None else None, delay=self.delay,
+            due_at=self.due_at, delay=self.delay,
             parent_id=parent_id, continue_on=self.on if parent_id else None,
             expire_in=self.app.job_retention)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from backburner import states
+from backburner import serialization, states
 from backburner.app import Backburner
 from backburner.errors import BackburnerError
 from backburner.job import Job
@@ -54,7 +54,18 @@ def _configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """A command group that reports backburner errors as messages, not tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BackburnerError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="backburner")
 def main() -> None:
     """backburner: background jobs for Python."""
@@ -332,7 +343,10 @@ def _job_summary(job: Job) -> dict[str, Any]:
         return None if value is None else value.isoformat()
 
     return {"id": job.id, "function": job.function, "state": job.state, "queue": job.queue,
-            "args": job.args, "kwargs": job.kwargs, "created_at": iso(job.created_at),
+            # Tagged JSON: valid JSON for every argument, bytes and NaN included.
+            "args": json.loads(serialization.dumps(job.args)),
+            "kwargs": json.loads(serialization.dumps(job.kwargs)),
+            "created_at": iso(job.created_at),
             "state_changed_at": iso(job.state_changed_at), "attempt": job.attempt,
             "retry_count": job.retry_count, "parent_id": job.parent_id,
             "due_at": iso(job.due_at), "payload_error": job.payload_error}
@@ -381,3 +395,27 @@ def dashboard(app_target: str, host: str, port: int, storage_url: str | None, ro
     # header counts only through --trusted-proxy.
     uvicorn.run(asgi_app, host=host, port=port, root_path=root_path, proxy_headers=False,
                 log_level=log_level.lower())
+
+
+@main.command()
+@click.option("--storage", "storage_url", envvar="BACKBURNER_STORAGE_URL", help=STORAGE_HELP)
+def migrate(storage_url: str | None) -> None:
+    """Apply pending PostgreSQL schema migrations and print the schema version.
+
+    Servers and clients also apply them on first use. Run this to migrate
+    before a deployment, or with database rights the application lacks.
+    """
+    storage = _storage(storage_url)
+    try:
+        if not hasattr(storage, "migrate") or not hasattr(storage, "schema_version"):
+            click.echo(f"{storage.describe()}: nothing to migrate (this storage sets up its "
+                       "schema when it is opened)")
+            return
+        before = storage.schema_version()
+        after = storage.migrate()
+    except BackburnerError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        storage.close()
+    applied = f"applied {after - before} migration(s)" if after > before else "up to date"
+    click.echo(f"{storage.describe()}: schema version {after} ({applied})")

@@ -50,11 +50,14 @@ class Storage(ABC):
     # -- jobs --------------------------------------------------------------
 
     @abstractmethod
-    def create_jobs(self, jobs: Sequence[NewJob]) -> None:
+    def create_jobs(self, jobs: Sequence[NewJob], *, connection: object | None = None) -> None:
         """Create jobs with their first state and history entry, all or none.
 
         An Awaiting job whose parent is already final is moved on at once;
         a missing parent raises JobNotFound and creates nothing.
+        ``connection`` is an application's own database connection to write
+        through, uncommitted (transactional enqueue). Backends without it
+        raise ConfigurationError when one is given.
         """
 
     @abstractmethod
@@ -68,7 +71,8 @@ class Storage(ABC):
 
         Queues are searched in the given order and each queue in FIFO order.
         Each claimed job moves to Processing with a fresh lease token and its
-        attempt number raised by one. When nothing is enqueued, waits up to
+        attempt number raised by one. The claim renews the heartbeat of
+        ``server_id`` if that server is registered, in the same step. When nothing is enqueued, waits up to
         ``wait`` seconds for a job to arrive (or for ``interrupt``).
         """
 

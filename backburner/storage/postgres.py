@@ -31,12 +31,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from backburner import states
@@ -63,6 +65,11 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_POOL_TIMEOUT = 5.0
 #: Seconds an idle fetch waits before it checks the queues without a notification.
 DEFAULT_POLL_INTERVAL = 5.0
+#: Seconds the pool keeps retrying a failed connection attempt, with pauses of
+#: about 1, 2, 4... s, before it gives up. The next request for a connection then
+#: starts a new attempt at once. With psycopg_pool's default of 300 s the pause
+#: grows past a minute in a long outage, and work would resume that late.
+RECONNECT_TIMEOUT = 3.0
 #: Seconds a connection attempt may take, unless the URL sets ``connect_timeout``.
 DEFAULT_CONNECT_TIMEOUT = 5
 #: How often the listener thread looks up from its connection to check for close().
@@ -88,6 +95,9 @@ _LIBPQ_DEFAULTS = {"application_name": "backburner", "keepalives": "1",
 
 #: The statement start time; only for operations of one statement.
 _NOW = "extract(epoch FROM now())::float8"
+#: The statement start time even inside a longer transaction (an application's,
+#: in transactional enqueue), where ``now()`` is the time the transaction began.
+_STATEMENT_NOW = "extract(epoch FROM statement_timestamp())::float8"
 #: The current time; read once, after locks are taken, in multi-statement transactions.
 _CLOCK = "SELECT extract(epoch FROM clock_timestamp())::float8"
 
@@ -120,6 +130,8 @@ class PostgresStorage(Storage):
             self._connect_kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
         self._conninfo = conninfo
         self._connect_error: str | None = None
+        #: The storage's database name, read from a connection on first need.
+        self._database: str | None = None
         self._closed = False
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -133,7 +145,8 @@ class PostgresStorage(Storage):
         self._pool: ConnectionPool[Any] = ConnectionPool(
             conninfo, connection_class=self._connection_class(),
             kwargs={"autocommit": True, **self._connect_kwargs}, min_size=1,
-            max_size=pool_size, timeout=pool_timeout, open=False,
+            max_size=pool_size, timeout=pool_timeout, reconnect_timeout=RECONNECT_TIMEOUT,
+            open=False,
             check=_check_idle_connection, name=f"backburner:{schema}")
         self._pool.open(wait=False)
 
@@ -263,7 +276,16 @@ class PostgresStorage(Storage):
 
     # -- jobs ------------------------------------------------------------------
 
-    def create_jobs(self, jobs: Sequence[NewJob]) -> None:
+    def create_jobs(self, jobs: Sequence[NewJob], *, connection: object | None = None) -> None:
+        """Create jobs, through the application's own psycopg connection when given one.
+
+        With ``connection``, the rows and their notification are written in
+        the application's open transaction and not committed: the jobs exist
+        only if that transaction commits, and servers are notified on commit.
+        """
+        if connection is not None:
+            self._create_in_transaction(_application_connection(connection), jobs)
+            return
         if not jobs:
             return
         if any(job.state == states.AWAITING for job in jobs):
@@ -272,15 +294,59 @@ class PostgresStorage(Storage):
         else:
             self._run("create jobs", lambda conn: self._create_without_parents(conn, jobs))
 
-    def _create_without_parents(self, conn: psycopg.Connection[Any],
-                                jobs: Sequence[NewJob]) -> None:
+    def _create_in_transaction(self, conn: psycopg.Connection[Any],
+                               jobs: Sequence[NewJob]) -> None:
+        if not jobs:
+            return
+        action = "create jobs in the application's transaction"
+        with self._errors(action):
+            if self._closed:
+                raise StorageError(f"storage {self._description} is closed")
+            self._ensure_schema()
+            self._check_same_database(conn)
+            try:
+                self._create_through(conn, jobs)
+            except pg_errors.UndefinedTable as exc:
+                raise StorageError(
+                    f"PostgreSQL storage {self._description} failed to {action}: the "
+                    f"connection's database {conn.info.dbname!r} has no backburner schema "
+                    f"{self.schema!r}; pass a connection to the database of the storage URL, "
+                    "and roll back the application's transaction, which this error "
+                    "aborted") from exc
+
+    def _create_through(self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]) -> None:
+        # No pipeline and no retry on deadlock here, because the transaction
+        # is the application's and only the application can run it again.
+        rows = _TupleRows(conn)
+        if not any(job.state == states.AWAITING for job in jobs):
+            self._create_without_parents(rows, jobs)
+            return
+        # Reading the clock first opens the implicit transaction of a
+        # connection that is not in autocommit mode, so conn.transaction()
+        # below is a savepoint: a missing parent undoes these rows only, and
+        # leaves the application's transaction usable.
+        now = _scalar(rows, _CLOCK)
+        with conn.transaction():
+            self._insert_with_parents(rows, jobs, now)
+
+    def _check_same_database(self, conn: psycopg.Connection[Any]) -> None:
+        if self._database is None:
+            with self._pool.connection() as own:
+                self._database = own.info.dbname
+        if conn.info.dbname != self._database:
+            raise ConfigurationError(
+                f"the application's connection is to database {conn.info.dbname!r}, but "
+                f"storage {self._description} is in database {self._database!r}: "
+                "transactional enqueue needs a connection to the storage's database")
+
+    def _create_without_parents(self, conn: _Executor, jobs: Sequence[NewJob]) -> None:
         # One statement: jobs, their history and the notification. Job i is
         # stamped 1 µs after job i-1 so that the batch keeps its FIFO order. A
         # job whose recurring occurrence already exists is skipped.
         s = self._s
         conn.execute(
             f"WITH input AS ("
-            f"  SELECT i.*, {_NOW} + (i.ord - 1) * 1e-6::float8 AS at"
+            f"  SELECT i.*, {_STATEMENT_NOW} + (i.ord - 1) * 1e-6::float8 AS at"
             f"  FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
             f"              %s::text[], %s::float8[], %s::float8[], %s::text[], %s::float8[])"
             f"       WITH ORDINALITY AS i(id, function, payload, queue, state, reason, due_at,"
@@ -315,7 +381,10 @@ class PostgresStorage(Storage):
 
     def _create_with_parents(self, conn: psycopg.Connection[Any],
                              jobs: Sequence[NewJob]) -> None:
-        tx = _Transaction(conn, self._s, self._channel, _scalar(conn, _CLOCK))
+        self._insert_with_parents(conn, jobs, _scalar(conn, _CLOCK))
+
+    def _insert_with_parents(self, conn: _Executor, jobs: Sequence[NewJob], now: float) -> None:
+        tx = _Transaction(conn, self._s, self._channel, now)
         start = tx.now
         for index, job in enumerate(jobs):
             tx.now = start + index * 1e-6
@@ -692,6 +761,8 @@ class PostgresStorage(Storage):
 
     def list_jobs(self, state: str, *, queue: str | None = None, offset: int = 0,
                   limit: int = 50) -> list[JobRecord]:
+        if state == states.ENQUEUED and queue is None:
+            return self._list_enqueued(max(offset, 0), max(limit, 0))
         if state == states.ENQUEUED:
             order = "enqueued_at, id"
         elif state == states.SCHEDULED:
@@ -705,6 +776,28 @@ class PostgresStorage(Storage):
         rows = self._run("list jobs", lambda conn: conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM {self._s}.jobs WHERE {where} ORDER BY {order} "
             "LIMIT %s OFFSET %s", (*params, max(limit, 0), max(offset, 0))).fetchall())
+        return [_job_from_row(row, ()) for row in rows]
+
+    def _list_enqueued(self, offset: int, limit: int) -> list[JobRecord]:
+        # The fetch index starts with the queue, so it cannot give FIFO order
+        # over all queues, and sorting every enqueued job instead took 70 ms at
+        # 125,000 of them. So walk the distinct queues on that index (a loose
+        # index scan) and merge each queue's first offset + limit jobs.
+        s = self._s
+        rows = self._run("list jobs", lambda conn: conn.execute(
+            f"WITH RECURSIVE queues AS ("
+            f"  (SELECT queue FROM {s}.jobs WHERE state = 'Enqueued' ORDER BY queue LIMIT 1)"
+            f"  UNION ALL"
+            f"  SELECT (SELECT j.queue FROM {s}.jobs AS j"
+            f"          WHERE j.state = 'Enqueued' AND j.queue > q.queue"
+            f"          ORDER BY j.queue LIMIT 1)"
+            f"  FROM queues AS q WHERE q.queue IS NOT NULL"
+            f") SELECT page.* FROM queues AS q CROSS JOIN LATERAL ("
+            f"  SELECT {_JOB_COLUMNS}, enqueued_at AS fifo_at FROM {s}.jobs AS j"
+            f"  WHERE j.state = 'Enqueued' AND j.queue = q.queue"
+            f"  ORDER BY j.enqueued_at, j.id LIMIT %s"
+            f") AS page ORDER BY page.fifo_at, page.id LIMIT %s OFFSET %s",
+            (offset + limit, limit, offset)).fetchall())
         return [_job_from_row(row, ()) for row in rows]
 
     def counter_totals(self) -> dict[str, int]:
@@ -764,11 +857,13 @@ class PostgresStorage(Storage):
 class _Transaction:
     """The writes of one transaction, in the same steps as the SQLite backend.
 
-    Job updates are sent as they happen (pipelined); history rows, counter
-    increments and notifications are collected and written by ``finish``.
+    Inserts are sent as they happen. State updates are collected and sent as
+    one statement before the next read of the jobs table and at ``finish``, so
+    every read still sees them. History rows, counter increments and
+    notifications are collected and written by ``finish``.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], schema: str, channel: str, now: float,
+    def __init__(self, conn: _Executor, schema: str, channel: str, now: float,
                  *, current: dict[str, tuple[str, str | None]] | None = None,
                  awaiting_parents: set[str] | None = None) -> None:
         self.conn = conn
@@ -780,6 +875,10 @@ class _Transaction:
         #: Among the locked jobs, those with awaiting continuations (None: ask the database).
         self.awaiting_parents = awaiting_parents
         self.history: list[tuple[str, str, str | None, str, float]] = []
+        #: State updates not sent yet, by job id: (state, at, due_at, expire_at,
+        #: retry_count, crash increment).
+        self.updates: dict[str, tuple[str, float, float | None, float | None, int | None,
+                                      int]] = {}
         self.counts: Counter[tuple[str, str, float]] = Counter()
         self.count_expiry: dict[tuple[str, str, float], float | None] = {}
         self.enqueued: list[str] = []
@@ -823,6 +922,7 @@ class _Transaction:
         # blocks the next one until this transaction commits.
         row = None
         if parent_id is not None and _storable(parent_id):
+            self.send_updates()
             row = self.conn.execute(
                 f"SELECT state FROM {self.s}.jobs WHERE id = %s FOR KEY SHARE",
                 (parent_id,)).fetchone()
@@ -861,13 +961,9 @@ class _Transaction:
                   crash: bool = False) -> None:
         expire_at = (self.now + expire_in
                      if state in states.FINAL_STATES and expire_in is not None else None)
-        self.conn.execute(
-            f"UPDATE {self.s}.jobs SET state = %s, state_at = %s, enqueued_at = %s, "
-            "due_at = %s, expire_at = %s, lease_token = NULL, server_id = NULL, "
-            "retry_count = coalesce(%s::integer, retry_count), "
-            "crash_count = crash_count + %s::integer WHERE id = %s",
-            (state, self.now, self.now if state == states.ENQUEUED else None, due_at, expire_at,
-             retry_count, int(crash), job_id))
+        if job_id in self.updates:
+            self.send_updates()  # one statement may change each row only once
+        self.updates[job_id] = (state, self.now, due_at, expire_at, retry_count, int(crash))
         if job_id in self.current:
             self.current[job_id] = (state, None)
         if state == states.ENQUEUED:
@@ -887,6 +983,7 @@ class _Transaction:
             parent_id, parent_state = pending.pop()
             if not self._may_have_continuations(parent_id):
                 continue
+            self.send_updates()
             children = self.conn.execute(
                 f"SELECT id, continue_on FROM {self.s}.jobs "
                 "WHERE parent_id = %s AND state = 'Awaiting' ORDER BY id FOR UPDATE",
@@ -946,12 +1043,34 @@ class _Transaction:
         self.history.append((job_id, entry.state, _encode_reason(entry.reason),
                              json.dumps(entry.data), self.now))
 
+    def send_updates(self) -> None:
+        """Send the collected state updates as one statement."""
+        if not self.updates:
+            return
+        ids = list(self.updates)
+        values = list(self.updates.values())
+        self.updates = {}
+        self.conn.execute(
+            f"UPDATE {self.s}.jobs AS j SET state = u.state, state_at = u.at, "
+            "enqueued_at = CASE WHEN u.state = 'Enqueued' THEN u.at END, due_at = u.due_at, "
+            "expire_at = u.expire_at, lease_token = NULL, server_id = NULL, "
+            "retry_count = coalesce(u.retry_count, j.retry_count), "
+            "crash_count = j.crash_count + u.crash "
+            "FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], %s::float8[], "
+            "%s::integer[], %s::integer[]) AS u(id, state, at, due_at, expire_at, "
+            "retry_count, crash) WHERE j.id = u.id",
+            (ids, *([value[index] for value in values] for index in range(6))))
+
     def finish(self) -> None:
-        """Write the collected history rows, counter increments and notifications."""
+        """Write the collected updates, history rows, counter increments and notifications."""
+        self.send_updates()
         if self.history:
-            self.conn.cursor().executemany(
+            self.conn.execute(
                 f"INSERT INTO {self.s}.history (job_id, state, reason, data, at) "
-                "VALUES (%s, %s, %s, %s, %s)", self.history)
+                "SELECT job_id, state, reason, data, at FROM unnest(%s::text[], %s::text[], "
+                "%s::text[], %s::text[], %s::float8[]) WITH ORDINALITY "
+                "AS h(job_id, state, reason, data, at, ord) ORDER BY ord",
+                tuple([row[index] for row in self.history] for index in range(5)))
         if self.counts:
             # Sorted keys: transactions take the shared counter rows in one order.
             keys = sorted(self.counts)
@@ -1021,6 +1140,57 @@ class _Wakeups:
         with self._condition:
             self._interrupts += 1
             self._condition.notify_all()
+
+
+# -- the application's connection (transactional enqueue) -------------------------
+
+
+class _Executor(Protocol):
+    """What the statements here need of a connection: ``execute``."""
+
+    def execute(self, query: Any, params: Any = None) -> psycopg.Cursor[Any]: ...
+
+
+class _TupleRows:
+    """An application's connection, used with plain cursors.
+
+    The application may have set a row factory (such as ``dict_row``) or
+    client-side binding (Django's default cursor) on its connection, but
+    statements run here get tuple rows and server-side parameters anyway.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, query: Any, params: Any = None) -> psycopg.Cursor[Any]:
+        return psycopg.Cursor(self._conn, row_factory=tuple_row).execute(query, params)
+
+
+def _application_connection(connection: object) -> psycopg.Connection[Any]:
+    """Return ``connection`` if jobs can be written through it, else raise ConfigurationError.
+
+    It must be an open psycopg 3 (sync) connection in which a transaction is
+    open or will open with the next statement. In autocommit mode outside a
+    transaction block, each statement would commit at once.
+    """
+    if isinstance(connection, psycopg.AsyncConnection):
+        raise ConfigurationError(
+            "transactional enqueue needs a sync psycopg.Connection; an AsyncConnection is "
+            "not supported")
+    if not isinstance(connection, psycopg.Connection):
+        raise ConfigurationError(
+            f"invalid connection {type(connection).__name__!r}: pass a psycopg 3 Connection "
+            "(from SQLAlchemy: session.connection().connection.driver_connection; from "
+            "Django with the psycopg backend: django.db.connection.connection)")
+    if connection.closed:
+        raise ConfigurationError("the application's connection is closed")
+    status = connection.info.transaction_status
+    if connection.autocommit and status == TransactionStatus.IDLE:
+        raise ConfigurationError(
+            "the application's connection is in autocommit mode outside a transaction, so "
+            "the job would be committed at once; enqueue inside a transaction ('with "
+            "conn.transaction():' in psycopg, 'with transaction.atomic():' in Django)")
+    return connection
 
 
 # -- URLs ------------------------------------------------------------------------
@@ -1103,7 +1273,7 @@ def _check_idle_connection(conn: psycopg.Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
-def _scalar(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] = ()) -> Any:
+def _scalar(conn: _Executor, query: str, params: Sequence[Any] = ()) -> Any:
     return _first(conn.execute(query, params or None))
 
 

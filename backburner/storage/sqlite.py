@@ -32,7 +32,7 @@ from backburner.storage.sqlite_schema import migrate
 logger = logging.getLogger(__name__)
 
 #: How often an idle fetcher checks the file for commits by other processes (seconds).
-DEFAULT_POLL_INTERVAL = 0.002
+DEFAULT_POLL_INTERVAL = 0.005
 #: How long a write waits for another process's write lock (milliseconds).
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 
@@ -137,7 +137,9 @@ class SQLiteStorage(Storage):
 
     # -- jobs ------------------------------------------------------------------
 
-    def create_jobs(self, jobs: Sequence[NewJob]) -> None:
+    def create_jobs(self, jobs: Sequence[NewJob], *, connection: object | None = None) -> None:
+        if connection is not None:
+            raise ConfigurationError("transactional enqueue needs PostgreSQL storage")
         enqueued = False
         with self._write("create jobs") as conn:
             now = self.now()
@@ -212,7 +214,8 @@ class SQLiteStorage(Storage):
         marks = ",".join("?" * len(queues))
         with self._errors("check queues"):
             row = self._connection().execute(
-                f"SELECT 1 FROM jobs WHERE state = 'Enqueued' AND queue IN ({marks}) LIMIT 1",
+                f"SELECT 1 FROM jobs WHERE state = 'Enqueued' AND queue IN ({marks}) "
+                "AND id IS NOT NULL LIMIT 1",
                 tuple(queues)).fetchone()
         return row is not None
 
@@ -222,10 +225,18 @@ class SQLiteStorage(Storage):
         claimed: list[JobRecord] = []
         with self._write("fetch jobs") as conn:
             now = self.now()
+            # A claim is a sign of life: renewing the heartbeat in the same
+            # transaction keeps a server that was just frozen from taking
+            # jobs that the watchdog would take back at once as a dead
+            # server's.
+            conn.execute("UPDATE servers SET heartbeat_at = ? WHERE id = ?", (now, server_id))
             for queue in queues:
                 ids = [row[0] for row in conn.execute(
+                    # A NULL id can only come from a crafted row; skip it, or it
+                    # would stay at the head of the queue.
                     "SELECT id FROM jobs WHERE state = 'Enqueued' AND queue = ? "
-                    "ORDER BY enqueued_at, id LIMIT ?", (queue, limit - len(claimed)))]
+                    "AND id IS NOT NULL ORDER BY enqueued_at, id LIMIT ?",
+                    (queue, limit - len(claimed)))]
                 for job_id in ids:
                     row = conn.execute(
                         "UPDATE jobs SET state = 'Processing', state_at = ?, enqueued_at = NULL, "

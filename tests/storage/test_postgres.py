@@ -21,9 +21,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
+from psycopg.rows import dict_row
 
 from backburner import Backburner, states
-from backburner.errors import ConfigurationError, StorageError
+from backburner.cli import main
+from backburner.errors import ConfigurationError, JobNotFound, StorageError
 from backburner.ids import new_job_id
 from backburner.records import NewJob, RecurringRecord, StateChange
 from backburner.storage import open_storage
@@ -115,13 +118,18 @@ def wait_for(condition: Any, message: str) -> None:
         time.sleep(0.05)
 
 
-def migrate_in_process(url: str, barrier: Any, results: Any) -> None:
-    """Open the storage at ``url`` and use it once, right after the others (runs in a child)."""
+def migrate_in_process(url: str, explicit: bool, barrier: Any, results: Any) -> None:
+    """Open the storage at ``url`` right after the others, and migrate it explicitly (as
+    ``backburner migrate`` does) or by using it once (runs in a child)."""
     try:
         barrier.wait(TIMEOUT)
         storage = open_storage(url)
+        assert isinstance(storage, PostgresStorage)
         try:
-            results.put(("ok", storage.count_jobs_by_state()[states.ENQUEUED]))
+            if explicit:
+                results.put(("ok", storage.migrate()))
+            else:
+                results.put(("ok", storage.count_jobs_by_state()[states.ENQUEUED]))
         finally:
             storage.close()
     except BaseException as exc:
@@ -136,8 +144,9 @@ def test_migrate_ten_processes(url: str, schema: str, admin: Any) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(10)
     results = context.Queue()
-    processes = [context.Process(target=migrate_in_process, args=(url, barrier, results))
-                 for _ in range(10)]
+    processes = [context.Process(target=migrate_in_process,
+                                 args=(url, index % 2 == 0, barrier, results))
+                 for index in range(10)]
     for process in processes:
         process.start()
     try:
@@ -209,6 +218,22 @@ def test_migrate_newer_schema(storage: PostgresStorage, schema: str, admin: Any)
             newer.count_jobs_by_state()
     finally:
         newer.close()
+
+
+def test_migrate_cli(url: str, schema: str) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["migrate", "--storage", url])
+    second = runner.invoke(main, ["migrate", "--storage", url])
+    unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/test?pool_timeout=1"
+    missing = runner.invoke(main, ["migrate", "--storage", unreachable])
+
+    assert first.exit_code == 0, first.output
+    assert f"?schema={schema}: schema version {len(MIGRATIONS)} " in first.output
+    assert f"(applied {len(MIGRATIONS)} migration(s))" in first.output
+    assert second.exit_code == 0, second.output
+    assert "(up to date)" in second.output
+    assert missing.exit_code == 1
+    assert "failed to read the schema version" in missing.output
 
 
 # -- URLs, secrets and startup errors -----------------------------------------
@@ -372,6 +397,191 @@ def test_ids_with_nul(storage: PostgresStorage) -> None:
     assert storage.current_leases(["\x00", "\udc80"]) == set()
 
 
+# -- transactional enqueue ----------------------------------------------------
+
+
+def tx_app(url: str) -> tuple[Backburner, Any]:
+    """Return an app on ``url`` with one job function, and that function."""
+    app = Backburner(url)
+
+    @app.job(name="tests.postgres:add", retries=0)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    return app, add
+
+
+def test_tx_commit_runs(url: str) -> None:
+    app, add = tx_app(url)
+    try:
+        with psycopg.connect(POSTGRES_URL) as conn:
+            conn.execute("CREATE TEMPORARY TABLE orders (id integer)")
+            conn.execute("INSERT INTO orders VALUES (1)")
+            job_id = app.options(connection=conn).enqueue(add, 1, 2)
+            before_commit = app.get_job(job_id)
+            conn.commit()
+        with app.server(workers=1, heartbeat_interval=0.5):
+            wait_for(lambda: app.get_job(job_id).state == states.SUCCEEDED,
+                     "the committed job did not succeed")
+        job = app.get_job(job_id)
+    finally:
+        app.close()
+
+    assert before_commit is None
+    assert job is not None
+    assert job.history[-1].data["result"] == "3"
+
+
+def test_tx_rollback_no_job(url: str) -> None:
+    app, add = tx_app(url)
+    parent_id = add.enqueue(0, 0)
+    try:
+        with psycopg.connect(POSTGRES_URL) as conn:
+            client = app.options(connection=conn)
+            ids = [client.enqueue(add, 1, 2),
+                   app.options(connection=conn, delay=60).enqueue(add, 1, 2),
+                   client.continue_with(parent_id, add, 3, 4),
+                   *client.enqueue_many([add.call(5, 6), add.call(7, 8)])]
+            conn.rollback()
+        counts = app.storage.count_jobs_by_state()
+        found = [app.get_job(job_id) for job_id in ids]
+    finally:
+        app.close()
+
+    assert found == [None] * 5
+    assert counts[states.ENQUEUED] == 1
+    assert sum(counts.values()) == 1
+
+
+def test_tx_notify_on_commit(url: str, schema: str) -> None:
+    app, add = tx_app(url)
+    app.storage.now()  # installs the schema
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as listener, \
+                psycopg.connect(POSTGRES_URL) as conn:
+            listener.execute(f'LISTEN "{schema}.enqueued"')
+            app.options(connection=conn, queue="mail").enqueue(add, 1, 2)
+            app.options(connection=conn, queue="mail").enqueue(add, 3, 4)
+            before_commit = list(listener.notifies(timeout=0.5))
+            conn.commit()
+            after_commit = list(listener.notifies(timeout=TIMEOUT, stop_after=1))
+            app.options(connection=conn, queue="other").enqueue(add, 1, 2)
+            conn.rollback()
+            after_rollback = list(listener.notifies(timeout=0.5))
+    finally:
+        app.close()
+
+    assert before_commit == []
+    assert [note.payload for note in after_commit] == ["mail"]
+    assert after_rollback == []
+
+
+def test_tx_savepoint_keeps_transaction(url: str) -> None:
+    # A missing parent undoes only the jobs of that call, and the application's
+    # transaction, with its own rows and an earlier job, stays usable. The
+    # connection returns dict rows and binds parameters on the client side.
+    app, add = tx_app(url)
+    batch = [NewJob(new_job_id(), "tests.postgres:add", "[[1,2],{}]", "default",
+                    states.ENQUEUED),
+             NewJob(new_job_id(), "tests.postgres:add", "[[3,4],{}]", "default",
+                    states.AWAITING, parent_id="no-such-job", continue_on="succeeded")]
+    try:
+        with psycopg.connect(POSTGRES_URL, row_factory=dict_row,
+                             cursor_factory=psycopg.ClientCursor) as conn:
+            conn.execute("CREATE TEMPORARY TABLE orders (id integer)")
+            kept = app.options(connection=conn).enqueue(add, 1, 2)
+            with pytest.raises(JobNotFound):
+                app.storage.create_jobs(batch, connection=conn)
+            with pytest.raises(JobNotFound):
+                app.options(connection=conn).continue_with("no-such-job", add, 5, 6)
+            child = app.options(connection=conn).continue_with(kept, add, 7, 8)
+            conn.execute("INSERT INTO orders VALUES (1)")
+            row = conn.execute("SELECT count(*) AS n FROM orders").fetchone()
+            conn.commit()
+        counts = app.storage.count_jobs_by_state()
+        child_job = app.get_job(child)
+    finally:
+        app.close()
+
+    assert row == {"n": 1}
+    assert counts[states.ENQUEUED] == 1
+    assert counts[states.AWAITING] == 1
+    assert sum(counts.values()) == 2
+    assert child_job is not None
+    assert child_job.parent_id == kept
+
+
+def test_tx_autocommit(url: str) -> None:
+    app, add = tx_app(url)
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            with pytest.raises(ConfigurationError, match="autocommit mode"):
+                app.options(connection=conn).enqueue(add, 1, 2)
+            with conn.transaction():
+                committed = app.options(connection=conn).enqueue(add, 1, 2)
+            with pytest.raises(ZeroDivisionError), conn.transaction():
+                rolled_back = app.options(connection=conn).enqueue(add, 3, 4)
+                _ = 1 / 0
+        found = [app.get_job(committed), app.get_job(rolled_back)]
+        counts = app.storage.count_jobs_by_state()
+    finally:
+        app.close()
+
+    assert found[0] is not None
+    assert found[1] is None
+    assert sum(counts.values()) == 1
+
+
+def test_tx_invalid_connection(url: str) -> None:
+    app, add = tx_app(url)
+    try:
+        with pytest.raises(ConfigurationError, match="pass a psycopg 3 Connection"):
+            app.options(connection=object()).enqueue(add, 1, 2)
+        closed = psycopg.connect(POSTGRES_URL)
+        closed.close()
+        with pytest.raises(ConfigurationError, match="connection is closed"):
+            app.options(connection=closed).enqueue(add, 1, 2)
+        other_database = POSTGRES_URL.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(other_database) as conn, \
+                pytest.raises(ConfigurationError, match="database 'postgres'"):
+            app.options(connection=conn).enqueue(add, 1, 2)
+        counts = app.storage.count_jobs_by_state()
+    finally:
+        app.close()
+
+    assert sum(counts.values()) == 0
+
+
+def test_tx_missing_schema(url: str, schema: str, admin: Any) -> None:
+    app, add = tx_app(url)
+    try:
+        app.storage.now()
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        with psycopg.connect(POSTGRES_URL) as conn:
+            with pytest.raises(StorageError) as failure:
+                app.options(connection=conn).enqueue(add, 1, 2)
+            status = conn.info.transaction_status
+            conn.rollback()
+    finally:
+        app.close()
+
+    assert f"has no backburner schema {schema!r}" in str(failure.value)
+    assert status == psycopg.pq.TransactionStatus.INERROR
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite", "redis"])
+def test_tx_other_storage(storage_url: str, tmp_path: Any) -> None:
+    urls = {"sqlite": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "redis": f"redis://127.0.0.1:6379/0?prefix=backburner-test:{secrets.token_hex(6)}:"}
+    app, add = tx_app(urls[storage_url])
+    try:
+        with psycopg.connect(POSTGRES_URL) as conn, \
+                pytest.raises(ConfigurationError, match="needs PostgreSQL storage"):
+            app.options(connection=conn).enqueue(add, 1, 2)
+    finally:
+        app.close()
+
+
 # -- notifications and races --------------------------------------------------
 
 
@@ -451,6 +661,27 @@ def test_claim_locks_taken_only(storage: PostgresStorage, admin: Any) -> None:
 
     assert [row[0] for row in first] == [jobs[0].id]
     assert [job.id for job in second] == [jobs[1].id, jobs[2].id]
+
+
+def test_list_enqueued_queues(storage: PostgresStorage) -> None:
+    # Listing over all queues merges the queues' own FIFO orders.
+    jobs = [NewJob(new_job_id(), "f", "[[],{}]", f"q{index % 3}", states.ENQUEUED)
+            for index in range(12)]
+    for job in jobs:
+        storage.create_jobs([job])
+    expected = [job.id for job in jobs]
+    storage.fetch_jobs(["q1"], "server-a", 1)  # the oldest job of q1 leaves the list
+    del expected[1]
+
+    pages = [[job.id for job in storage.list_jobs(states.ENQUEUED, offset=offset, limit=4)]
+             for offset in (0, 4, 8)]
+
+    assert pages[0] == expected[0:4]
+    assert pages[1] == expected[4:8]
+    assert pages[2] == expected[8:]
+    assert storage.list_jobs(states.ENQUEUED, offset=11) == []
+    assert [job.queue for job in storage.list_jobs(states.ENQUEUED, limit=3)] == [
+        "q0", "q2", "q0"]
 
 
 # -- recurring jobs -----------------------------------------------------------
