@@ -113,7 +113,8 @@ def open_redis(url: str) -> RedisStorage:
     Query options: ``prefix`` (key prefix, default ``backburner:``),
     ``max_listed_jobs`` (newest Succeeded and Deleted jobs kept in the
     monitoring lists, default 10000), and the redis-py options in
-    ``CLIENT_OPTIONS``.
+    ``CLIENT_OPTIONS``. Connections are named ``default_client_name(prefix)``
+    unless the URL sets ``client_name``. docs/redis.md describes them all.
     """
     parts = urlsplit(url)
     options = {key: values[-1]
@@ -142,6 +143,17 @@ def redact_url(url: str) -> str:
     if "password" in query:
         query["password"] = ["***"]
     return _with_query(url, {key: values[-1] for key, values in query.items()})
+
+
+def default_client_name(prefix: str) -> str:
+    """Return the connection name (CLIENT SETNAME) for storages under ``prefix``.
+
+    Operators find the connections of one app with ``CLIENT LIST`` by this
+    name. Redis accepts only printable ASCII without spaces in a name, so any
+    other character becomes ``_``.
+    """
+    name = f"backburner[{prefix}]"
+    return "".join(char if "!" <= char <= "~" else "_" for char in name)
 
 
 def _with_query(url: str, options: dict[str, str]) -> str:
@@ -188,10 +200,16 @@ class RedisStorage(Storage):
         self.max_listed_jobs = max_listed_jobs
         self._redis = redis
         # No automatic retries: a script re-sent after a lost reply could run twice.
+        # A client_name in the URL wins over the default, as redis-py lets URL options win.
         try:
             self._pool = redis.ConnectionPool.from_url(
                 url, decode_responses=True, socket_timeout=DEFAULT_SOCKET_TIMEOUT,
                 socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                client_name=default_client_name(prefix),
+                # Bytes that are not UTF-8 (written behind the storage's back) decode to
+                # lone surrogates and encode back to the same bytes, instead of failing
+                # a fetch after its claim ran.
+                encoding_errors="surrogateescape",
                 retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
         except ValueError as exc:
             raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from None
@@ -270,7 +288,9 @@ class RedisStorage(Storage):
 
     # -- jobs ------------------------------------------------------------------
 
-    def create_jobs(self, jobs: Sequence[NewJob]) -> None:
+    def create_jobs(self, jobs: Sequence[NewJob], *, connection: object | None = None) -> None:
+        if connection is not None:
+            raise ConfigurationError("transactional enqueue needs PostgreSQL storage")
         if not jobs:
             return
         with self._errors("create jobs"):
@@ -327,7 +347,9 @@ class RedisStorage(Storage):
             self._release_lost_claims()
         if limit <= 0 or not queues:
             return []
-        tokens = [uuid.uuid4().hex for _ in range(limit)]
+        # One random value per call keeps the tokens unique at one system call per fetch.
+        base = uuid.uuid4().hex
+        tokens = [f"{base}{index:x}" for index in range(limit)]
         with self._errors("fetch jobs"):
             try:
                 rows = self._run("fetch_jobs", [server_id, limit, len(queues), *queues, *tokens])
@@ -340,7 +362,8 @@ class RedisStorage(Storage):
                     room = MAX_LOST_TOKENS - len(self._lost_tokens)
                     self._lost_tokens += tokens[:max(0, room)]
                 raise
-        return [_job_record(row[0], _pairs(row[1:]), ()) for row in rows]
+        records = [json.loads(text) for text in rows]
+        return [_job_record(row[0], _pairs(row[1:]), ()) for row in records]
 
     def _release_lost_claims(self) -> None:
         with self._lost_lock:
@@ -386,18 +409,18 @@ class RedisStorage(Storage):
     def change_states(self, changes: Sequence[StateChange]) -> list[bool]:
         if not changes:
             return []
-        args: list[str] = []
+        rows: list[list[str]] = []
         for change in changes:
             traversed = "\n".join(json.dumps([entry.state, entry.reason, entry.data])[:-1]
                                   for entry in change.traversed)
-            args += [change.job_id, change.state, json.dumps(change.reason),
-                     json.dumps(change.data), ",".join(change.expected),
-                     change.lease_token or "", traversed, _optional(change.due_at),
-                     _optional(change.delay),
-                     "" if change.retry_count is None else str(int(change.retry_count)),
-                     _optional(change.expire_in)]
+            rows.append([change.job_id, change.state, json.dumps(change.reason),
+                         json.dumps(change.data), ",".join(change.expected),
+                         change.lease_token or "", traversed, _optional(change.due_at),
+                         _optional(change.delay),
+                         "" if change.retry_count is None else str(int(change.retry_count)),
+                         _optional(change.expire_in)])
         with self._errors("change job states"):
-            results = self._run("change_states", args)
+            results = self._run("change_states", [_json_argument(rows)])
         return [bool(result) for result in results]
 
     def enqueue_due_jobs(self, limit: int) -> list[str]:
@@ -678,14 +701,17 @@ def _optional(value: float | None) -> str:
 
 
 def _new_job_args(jobs: Sequence[NewJob]) -> list[str]:
-    """Flatten jobs into the 13 script arguments per job that common.lua lists."""
-    args: list[str] = []
-    for job in jobs:
-        args += [job.id, job.function, job.payload, job.queue, job.state,
-                 json.dumps(job.reason), _optional(job.due_at), _optional(job.delay),
-                 job.parent_id or "", job.continue_on or "", _optional(job.expire_in),
-                 job.recurring_id or "", _optional(job.occurrence)]
-    return args
+    """Encode jobs as the one script argument that ``decode_jobs`` in common.lua reads."""
+    rows = [[job.id, job.function, job.payload, job.queue, job.state,
+             json.dumps(job.reason), _optional(job.due_at), _optional(job.delay),
+             job.parent_id or "", job.continue_on or "", _optional(job.expire_in),
+             job.recurring_id or "", _optional(job.occurrence)] for job in jobs]
+    return [_json_argument(rows)]
+
+
+def _json_argument(rows: list[list[str]]) -> str:
+    # Text other than ASCII goes to Redis as UTF-8, exactly as a plain argument would.
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
@@ -694,16 +720,26 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 
 def _job_record(job_id: str, fields: dict[str, str],
                 history: tuple[HistoryEntry, ...]) -> JobRecord:
+    # A field that is not a number (written behind the storage's back) reads as
+    # unset, so that one damaged job cannot fail a fetch that claimed others too.
     def number(name: str) -> float | None:
-        value = fields.get(name)
-        return None if value is None else float(value)
+        try:
+            return float(fields[name])
+        except (KeyError, ValueError):
+            return None
+
+    def whole(name: str) -> int:
+        try:
+            return int(fields.get(name, 0))
+        except ValueError:
+            return 0
 
     return JobRecord(
         id=job_id, function=fields.get("function", ""), payload=fields.get("payload", ""),
         queue=fields.get("queue", ""), state=fields.get("state", ""),
         created_at=number("created_at") or 0.0, state_at=number("state_at") or 0.0,
-        attempt=int(fields.get("attempt", 0)), retry_count=int(fields.get("retry_count", 0)),
-        crash_count=int(fields.get("crash_count", 0)), lease_token=fields.get("lease_token"),
+        attempt=whole("attempt"), retry_count=whole("retry_count"),
+        crash_count=whole("crash_count"), lease_token=fields.get("lease_token"),
         server_id=fields.get("server_id"), due_at=number("due_at"),
         expire_at=number("expire_at"), parent_id=fields.get("parent_id"),
         continue_on=fields.get("continue_on"), recurring_id=fields.get("recurring_id"),

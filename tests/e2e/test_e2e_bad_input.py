@@ -228,10 +228,7 @@ def test_cli_reads_crafted_rows(workspace: Workspace) -> None:
 #: PostgreSQL is left out: its ``text`` payload column cannot hold bytes that are not UTF-8.
 BINARY_BACKENDS = pytest.mark.parametrize("backend", [
     "sqlite",
-    pytest.param("redis", marks=pytest.mark.xfail(
-        strict=True, reason="Redis storage decodes job hashes as UTF-8 and raises "
-        "UnicodeDecodeError on other bytes: the CLI crashes, and fetch_jobs strands every "
-        "job it claimed in Processing")),
+    "redis",
 ])
 
 
@@ -280,11 +277,7 @@ def overwrite_job_field(workspace: Workspace, job_id: str, name: str, value: str
 #: PostgreSQL is left out: its typed columns reject text in number fields.
 TEXT_NUMBER_BACKENDS = pytest.mark.parametrize("backend", [
     "sqlite",
-    pytest.param("redis", marks=pytest.mark.xfail(
-        strict=True, reason="Redis storage: text in 'attempt' stops fetch_jobs.lua half "
-        "way, leaving the jobs it took off the queue Enqueued but in no queue; text in "
-        "'created_at' raises ValueError after the claim, leaving the claimed jobs in "
-        "Processing")),
+    "redis",
 ])
 
 

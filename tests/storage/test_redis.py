@@ -7,6 +7,7 @@ redis-server on a free port instead, so they never disturb other users.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import socket
@@ -30,7 +31,7 @@ from backburner.ids import new_job_id
 from backburner.records import HistoryEntry, JobRecord, NewJob, RecurringRecord, StateChange
 from backburner.storage import open_storage
 from backburner.storage.base import Storage
-from backburner.storage.redis import WAKE_CAP, RedisStorage
+from backburner.storage.redis import WAKE_CAP, RedisStorage, default_client_name
 from backburner.storage.sqlite import SQLiteStorage
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
@@ -275,6 +276,70 @@ def test_history_precision(make_storage) -> None:
     assert stored.history[0].data == {"due_at": due_at}
 
 
+def test_text_round_trip(make_storage) -> None:
+    # Jobs and changes travel to the scripts as JSON text; any text must come back unchanged.
+    storage = make_storage()
+    text = 'é 😀 \x00 / \\ " \n \u2028 \x7f {}[] ,:'
+    job = new_job(function=f"tests.jobs:{text}", payload=json.dumps([[text], {}]),
+                  reason=text)
+    storage.create_jobs([job])
+    fetched = storage.fetch_jobs(["default"], "server-a", 1)
+    change = StateChange(job.id, states.FAILED, text, {"note": text},
+                         lease_token=fetched[0].lease_token,
+                         traversed=(HistoryEntry(states.FAILED, text, {"note": text}),))
+    applied = storage.change_states([change])
+    stored = storage.get_job(job.id)
+
+    assert fetched[0].function == job.function
+    assert fetched[0].payload == job.payload
+    assert applied == [True]
+    assert stored is not None
+    assert [entry.reason for entry in stored.history] == [text, None, text, text]
+    assert stored.history[2].data == {"note": text}
+    assert stored.history[3].data == {"note": text}
+
+
+def test_binary_field_fetched(make_storage, client: redis.Redis, prefix: str) -> None:
+    # Bytes that are not UTF-8, written behind the storage's back, must not fail a
+    # fetch that claimed other jobs too.
+    storage = make_storage()
+    damaged, good = new_job(), new_job()
+    storage.create_jobs([damaged, good])
+    client.hset(f"{prefix}job:{damaged.id}", "payload", b"\x80\x04\x95 not utf-8 \xff")
+    fetched = storage.fetch_jobs(["default"], "server-a", 5)
+    applied = storage.change_states([StateChange(job.id, states.FAILED, "bad payload",
+                                                 lease_token=job.lease_token)
+                                     for job in fetched])
+    stored = client.hget(f"{prefix}job:{damaged.id}", "payload")
+
+    assert [job.id for job in fetched] == [damaged.id, good.id]
+    assert fetched[0].payload.encode("utf-8", "surrogateescape") == \
+        b"\x80\x04\x95 not utf-8 \xff"
+    assert applied == [True, True]
+    assert stored == b"\x80\x04\x95 not utf-8 \xff"
+
+
+def test_text_in_number_fields(make_storage, client: redis.Redis, prefix: str) -> None:
+    storage = make_storage()
+    jobs = [new_job() for _ in range(3)]
+    storage.create_jobs(jobs)
+    damage = {"attempt": "one", "crash_count": "many", "created_at": "yesterday"}
+    for job, (name, value) in zip(jobs, damage.items()):
+        client.hset(f"{prefix}job:{job.id}", name, value)
+    fetched = storage.fetch_jobs(["default"], "server-a", 5)
+    recovered = storage.recover_jobs_of_dead_servers(3600.0, 3)
+    after = [storage.get_job(job.id) for job in jobs]
+
+    assert [job.id for job in fetched] == [job.id for job in jobs]
+    assert [job.attempt for job in fetched] == [1, 1, 1]
+    assert fetched[2].created_at == 0.0
+    assert fetched[1].crash_count == 0
+    assert sorted(item.job_id for item in recovered) == sorted(job.id for job in jobs)
+    assert [job.state if job else None for job in after] == [states.ENQUEUED] * 3
+    assert [job.crash_count if job else None for job in after] == [1, 1, 1]
+    assert storage.queue_lengths() == {"default": 3}
+
+
 def test_now_is_redis_time(make_storage, client: redis.Redis) -> None:
     storage = make_storage()
     seconds, microseconds = client.time()
@@ -285,6 +350,22 @@ def test_now_is_redis_time(make_storage, client: redis.Redis) -> None:
 
 
 # -- URLs, secrets and errors -------------------------------------------------
+
+
+def test_connection_name(client: redis.Redis, prefix: str) -> None:
+    named = open_storage(f"{SHARED_URL}?prefix={prefix}")
+    chosen = open_storage(f"{SHARED_URL}?prefix={prefix}&client_name={prefix}own")
+    try:
+        named.now()
+        chosen.now()
+        names = {entry["name"] for entry in client.client_list()}
+    finally:
+        named.close()
+        chosen.close()
+
+    assert f"backburner[{prefix}]" in names
+    assert f"{prefix}own" in names
+    assert default_client_name("app é {x}:") == "backburner[app___{x}:]"
 
 
 def test_describe_redacts_password() -> None:

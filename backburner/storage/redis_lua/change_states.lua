@@ -1,9 +1,10 @@
 -- change_states: apply compare-and-set state changes in order; later changes see earlier ones.
 --
--- ARGV[1] prefix, then 11 values per change: job id, state, reason (JSON),
--- data (JSON object), expected states (comma-separated, '' = any), lease token,
--- traversed entries (newline-separated JSON arrays [state, reason, data] without
--- the closing bracket), due_at, delay, retry_count, expire_in ('' = None).
+-- ARGV[1] prefix, ARGV[2] a JSON array with one array of 11 strings per change:
+-- job id, state, reason (JSON), data (JSON object), expected states
+-- (comma-separated, '' = any), lease token, traversed entries (newline-separated
+-- JSON arrays [state, reason, data] without the closing bracket), due_at, delay,
+-- retry_count, expire_in ('' = None).
 -- Returns 1 for each change applied and 0 for each change rejected.
 --
 -- Keys touched (under the prefix, see common.lua):
@@ -14,8 +15,7 @@
 --   continuations:<id>              read and deleted when the job becomes final
 --   counter:<name>*                 Succeeded, Failed and Deleted counted
 
-local FIELDS = 11
-local total = (#ARGV - 1) / FIELDS
+local changes = cjson.decode(ARGV[2])
 local now = clock()
 local results = {}
 
@@ -30,26 +30,25 @@ local function allowed(job, state, expected, lease_token)
   return targets ~= nil and targets[state] == true
 end
 
-for index = 0, total - 1 do
-  local base = 1 + index * FIELDS
-  local id, state = ARGV[base + 1], ARGV[base + 2]
+for index, change in ipairs(changes) do
+  local id, state = change[1], change[2]
   local job = read_job(id)
-  if job and allowed(job, state, ARGV[base + 5], ARGV[base + 6]) then
+  if job and allowed(job, state, change[5], change[6]) then
     local due_at = nil
     if state == 'Scheduled' then
-      due_at = optional_number(ARGV[base + 8]) or now + (optional_number(ARGV[base + 9]) or 0)
+      due_at = optional_number(change[8]) or now + (optional_number(change[9]) or 0)
     end
-    local expire_in = optional_number(ARGV[base + 11])
+    local expire_in = optional_number(change[11])
     set_state(job, state, now, {due_at = due_at, expire_in = expire_in,
-                                retry_count = optional(ARGV[base + 10])})
-    for entry in string.gmatch(ARGV[base + 7], '[^\n]+') do
+                                retry_count = optional(change[10])})
+    for entry in string.gmatch(change[7], '[^\n]+') do
       redis.call('RPUSH', P .. 'history:' .. id, entry .. ', ' .. num(now) .. ']')
     end
-    add_history(id, state, ARGV[base + 3], with_due(ARGV[base + 4], due_at), now)
+    add_history(id, state, change[3], with_due(change[4], due_at), now)
     after_state_entered(id, state, now, expire_in)
-    results[index + 1] = 1
+    results[index] = 1
   else
-    results[index + 1] = 0
+    results[index] = 0
   end
 end
 return results

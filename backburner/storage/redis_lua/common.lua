@@ -71,7 +71,7 @@ local function read_job(id)
   if not values[1] then return nil end
   return {id = id, state = values[1], queue = values[2], lease_token = optional(values[3]),
           expire_at = optional(values[4]), server_id = optional(values[5]),
-          crash_count = tonumber(values[6] or '0'), continue_on = optional(values[7])}
+          crash_count = tonumber(values[6] or '0') or 0, continue_on = optional(values[7])}
 end
 
 -- Append a history entry. reason_json and data_json are JSON text already.
@@ -165,10 +165,13 @@ local function set_state(job, state, now, options)
     table.insert(fields, 'retry_count')
     table.insert(fields, options.retry_count)
   end
-  redis.call('HSET', key, unpack(fields))
   if options.crash then
-    redis.call('HINCRBY', key, 'crash_count', 1)
+    -- Set, not HINCRBY, which fails half way through the script on a value that is
+    -- not a whole number (read_job reads one as 0).
+    table.insert(fields, 'crash_count')
+    table.insert(fields, job.crash_count + 1)
   end
+  redis.call('HSET', key, unpack(fields))
   add_to_index(job.id, state, job.queue, score)
   job.state = state
   job.lease_token = nil
@@ -234,24 +237,26 @@ local function after_state_entered(id, state, now, expire_in)
   end
 end
 
--- New jobs arrive as JOB_FIELDS arguments each: id, function, payload, queue,
--- state, reason (JSON), due_at, delay, parent_id, continue_on, expire_in,
--- recurring_id, occurrence ('' = None).
-local JOB_FIELDS = 13
+-- New jobs arrive in one argument, a JSON array with one array of 13 strings
+-- per job: id, function, payload, queue, state, reason (JSON), due_at, delay,
+-- parent_id, continue_on, expire_in, recurring_id, occurrence ('' = None).
+-- One JSON argument is cheaper for redis-py to encode than 13 arguments per job.
+local function decode_jobs(text)
+  return cjson.decode(text)
+end
 
--- Check `total` new jobs whose arguments start at ARGV[first]. Scripts do not
--- roll back, so this runs before anything is written. Returns nil, or
--- {'duplicate', id} or {'missing', parent_id}.
-local function check_new_jobs(first, total)
+-- Check new jobs (as decode_jobs returns them). Scripts do not roll back, so
+-- this runs before anything is written. Returns nil, or {'duplicate', id} or
+-- {'missing', parent_id}.
+local function check_new_jobs(jobs)
   local batch = {}
-  for index = 0, total - 1 do
-    local base = first - 1 + index * JOB_FIELDS
-    local id = ARGV[base + 1]
+  for _, job in ipairs(jobs) do
+    local id = job[1]
     if batch[id] or redis.call('EXISTS', job_key(id)) == 1 then
       return {'duplicate', id}
     end
-    if ARGV[base + 5] == 'Awaiting' then
-      local parent_id = ARGV[base + 9]
+    if job[5] == 'Awaiting' then
+      local parent_id = job[9]
       if parent_id == '' or
           (not batch[parent_id] and redis.call('EXISTS', job_key(parent_id)) == 0) then
         return {'missing', parent_id}
@@ -262,13 +267,13 @@ local function check_new_jobs(first, total)
   return nil
 end
 
--- Create the job whose arguments start at ARGV[base + 1], with its first
+-- Create one new job (an array as decode_jobs returns), with its first
 -- history entry, as SQLiteStorage's _insert_job does. Returns the state it
 -- ends in, or nil when its occurrence of a recurring job already has a job.
-local function create_job(base, now)
-  local id, queue, state = ARGV[base + 1], ARGV[base + 4], ARGV[base + 5]
-  local parent_id, continue_on = optional(ARGV[base + 9]), optional(ARGV[base + 10])
-  local recurring_id, occurrence = optional(ARGV[base + 12]), optional_number(ARGV[base + 13])
+local function create_job(job, now)
+  local id, queue, state = job[1], job[4], job[5]
+  local parent_id, continue_on = optional(job[9]), optional(job[10])
+  local recurring_id, occurrence = optional(job[12]), optional_number(job[13])
   local occurrences = nil
   if recurring_id and occurrence then
     occurrences = P .. 'occurrences:' .. recurring_id
@@ -278,10 +283,10 @@ local function create_job(base, now)
   end
   local due_at = nil
   if state == 'Scheduled' then
-    due_at = optional_number(ARGV[base + 7]) or now + (optional_number(ARGV[base + 8]) or 0)
+    due_at = optional_number(job[7]) or now + (optional_number(job[8]) or 0)
   end
 
-  local fields = {'function', ARGV[base + 2], 'payload', ARGV[base + 3], 'queue', queue,
+  local fields = {'function', job[2], 'payload', job[3], 'queue', queue,
                   'state', state, 'created_at', num(now), 'state_at', num(now)}
   local extra = {due_at = due_at and num(due_at), parent_id = parent_id,
                  continue_on = continue_on, recurring_id = recurring_id,
@@ -297,7 +302,7 @@ local function create_job(base, now)
     redis.call('HSET', occurrences, num(occurrence), id)
   end
   add_to_index(id, state, queue, due_at or now)
-  add_history(id, state, ARGV[base + 6], with_due('{}', due_at), now)
+  add_history(id, state, job[6], with_due('{}', due_at), now)
 
   if state == 'Awaiting' then
     local parent = read_job(parent_id)
@@ -307,7 +312,7 @@ local function create_job(base, now)
     end
     if outcome then
       move_continuation({id = id, state = state, queue = queue}, parent_id, parent.state,
-        outcome, now, optional_number(ARGV[base + 11]))
+        outcome, now, optional_number(job[11]))
       return outcome
     end
     redis.call('SADD', P .. 'continuations:' .. parent_id, id)

@@ -1,6 +1,6 @@
 -- create_jobs: create jobs with their first state and history entry, all or none.
 --
--- ARGV[1] prefix, then JOB_FIELDS (13) values per job, as common.lua lists.
+-- ARGV[1] prefix, ARGV[2] the new jobs as one JSON array (see decode_jobs in common.lua).
 -- Returns {'ok'}, {'missing', parent_id} or {'duplicate', id}; nothing is
 -- written unless it returns 'ok'. A job for an occurrence of a recurring job
 -- that already has one is skipped.
@@ -16,15 +16,15 @@
 --   expiring, counter:deleted*   a continuation deleted at once (parent already
 --                                final in a state it does not run on)
 
-local total = (#ARGV - 1) / JOB_FIELDS
-local problem = check_new_jobs(2, total)
+local jobs = decode_jobs(ARGV[2])
+local problem = check_new_jobs(jobs)
 if problem then
   return problem
 end
 
 local start = clock()
-for index = 0, total - 1 do
+for index, job in ipairs(jobs) do
   -- One microsecond apart keeps the batch in order in the queue and the lists.
-  create_job(1 + index * JOB_FIELDS, start + index * 0.000001)
+  create_job(job, start + (index - 1) * 0.000001)
 end
 return {'ok'}

@@ -2,7 +2,9 @@
 --
 -- ARGV[1] prefix, ARGV[2] server id, ARGV[3] limit, ARGV[4] number of queues n,
 -- ARGV[5..4+n] queue names, then `limit` fresh lease tokens.
--- Returns one flat array per claimed job: id, then its hash fields and values.
+-- Returns one JSON array per claimed job: id, then its hash fields and values.
+-- Without hiredis, redis-py parses one JSON string per job about twice as fast as
+-- a nested reply.
 --
 -- Keys touched (under the prefix, see common.lua):
 --   queue:<name>         oldest ids popped (FIFO)
@@ -28,19 +30,22 @@ for position = 1, queue_count do
   for index = 1, #popped, 2 do
     local id = popped[index]
     local key = job_key(id)
+    local current = redis.call('HMGET', key, 'state', 'attempt')
     -- The index contains only Enqueued jobs; anything else is a stale entry to drop.
-    if redis.call('HGET', key, 'state') == 'Enqueued' then
+    if current[1] == 'Enqueued' then
       local token = ARGV[first_token + #claimed]
+      -- An attempt that is not a whole number counts as 0: HINCRBY would fail half
+      -- way through the claim, with jobs already popped from their queue.
+      local attempt = math.floor(tonumber(current[2] or '0') or 0) + 1
       redis.call('HSET', key, 'state', 'Processing', 'state_at', now_text,
-        'lease_token', token, 'server_id', server_id)
-      local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+        'lease_token', token, 'server_id', server_id, 'attempt', attempt)
       redis.call('HSET', P .. 'leases', token, id)
       redis.call('ZADD', P .. 'state:Processing', now_text, id)
       add_history(id, 'Processing', 'null',
         '{"server_id": ' .. cjson.encode(server_id) .. ', "attempt": ' .. attempt .. '}', now)
       local record = redis.call('HGETALL', key)
       table.insert(record, 1, id)
-      table.insert(claimed, record)
+      table.insert(claimed, cjson.encode(record))
     end
   end
 end

@@ -1,7 +1,8 @@
 -- fire_recurring: create the jobs of due occurrences and advance the schedule, atomically.
 --
 -- ARGV[1] prefix, ARGV[2] recurring id, ARGV[3] expected next_at, ARGV[4] new
--- next_at ('' = None), then JOB_FIELDS (13) values per job, as common.lua lists.
+-- next_at ('' = None), ARGV[5] the new jobs as one JSON array (see decode_jobs
+-- in common.lua).
 -- A compare-and-set on next_at: returns {'stale'} and writes nothing when the
 -- recurring job is missing, paused or has another next_at. Otherwise returns
 -- {'ok'}, or {'missing', parent_id} / {'duplicate', id} with nothing written.
@@ -17,18 +18,17 @@ local stored = redis.call('HMGET', key, 'next_at', 'paused')
 if not stored[1] or stored[2] == '1' or tonumber(stored[1]) ~= tonumber(ARGV[3]) then
   return {'stale'}
 end
-local total = (#ARGV - 4) / JOB_FIELDS
-local problem = check_new_jobs(5, total)
+local jobs = decode_jobs(ARGV[5])
+local problem = check_new_jobs(jobs)
 if problem then
   return problem
 end
 
 local start = clock()
 local last = nil
-for index = 0, total - 1 do
-  local base = 4 + index * JOB_FIELDS
-  if create_job(base, start + index * 0.000001) then
-    last = base
+for index, job in ipairs(jobs) do
+  if create_job(job, start + (index - 1) * 0.000001) then
+    last = job
   end
 end
 
@@ -39,11 +39,11 @@ else
   redis.call('HDEL', key, 'next_at')
 end
 if last then
-  local occurrence = optional_number(ARGV[last + 13])
+  local occurrence = optional_number(last[13])
   if occurrence then
     redis.call('HSET', key, 'last_at', num(occurrence))
   end
-  redis.call('HSET', key, 'last_job_id', ARGV[last + 1])
+  redis.call('HSET', key, 'last_job_id', last[1])
 end
 redis.call('HSET', key, 'error_count', 0)
 redis.call('HDEL', key, 'error', 'retry_at')
