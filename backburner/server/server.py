@@ -39,6 +39,8 @@ RECURRING_POLL_INTERVAL = 1.0
 EXPIRATION_INTERVAL = 300.0
 #: How long one fetch call waits for work before checking for shutdown.
 FETCH_WAIT = 1.0
+#: Longest pause between failed fetches, in seconds.
+FETCH_MAX_BACKOFF = 2.0
 #: Times a job is put back after its server died while running it, before it is Failed.
 MAX_CRASH_REQUEUES = 3
 EXPIRATION_BATCH = 1_000
@@ -116,6 +118,9 @@ class Server:
         self._running_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_heartbeat = time.monotonic()
+        #: When heartbeats last began to succeed after failing; the start counts
+        #: as such a time, and None means the storage is unreachable now.
+        self._storage_back_at: float | None = time.monotonic() - server_timeout
         self._worker_threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------
@@ -266,7 +271,9 @@ class Server:
                 failures = 0
             except Exception:
                 failures += 1
-                pause = backoff(failures)
+                # Each failed fetch already waited for the storage to answer, so
+                # keep the pause short: work resumes soon after an outage ends.
+                pause = min(backoff(failures), FETCH_MAX_BACKOFF)
                 logger.exception("server %s: fetching jobs failed (attempt %d); retrying in "
                                  "%.1f s", self.id, failures, pause)
                 self._stopping.wait(pause)
@@ -323,7 +330,14 @@ class Server:
 
     def _beat(self) -> None:
         storage = self.app.storage
-        if not storage.heartbeat(self.id):
+        try:
+            alive = storage.heartbeat(self.id)
+        except Exception:
+            self._storage_back_at = None
+            raise
+        if self._storage_back_at is None:
+            self._storage_back_at = time.monotonic()
+        if not alive:
             logger.warning("server %s missed heartbeats for over %.0f s and was declared dead; "
                            "announcing it again (jobs it was running were put back)", self.id,
                            self.server_timeout)
@@ -346,6 +360,13 @@ class Server:
                 item.token.cancel("job was deleted, requeued or recovered elsewhere")
 
     def _watchdog(self) -> None:
+        # After an outage every server's last heartbeat is old, this one's too.
+        # Judge others dead only once the storage has been reachable for a full
+        # server timeout, so that live servers have had time to heartbeat again.
+        back_at = self._storage_back_at
+        if back_at is None or time.monotonic() - back_at < self.server_timeout:
+            return
+        self._ensure_alive()  # after a freeze, renew this server's own heartbeat first
         recoveries = self.app.storage.recover_jobs_of_dead_servers(self.server_timeout,
                                                                    self.max_crash_requeues)
         for recovery in recoveries:
@@ -366,7 +387,7 @@ class Server:
         removed = self.app.storage.expire(EXPIRATION_BATCH)
         if removed:
             logger.info("server %s: removed %d expired job(s)", self.id, removed)
-        return 0.5 if removed == EXPIRATION_BATCH else None
+        return 0.0 if removed == EXPIRATION_BATCH else None
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
