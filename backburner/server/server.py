@@ -39,7 +39,7 @@ RECURRING_POLL_INTERVAL = 1.0
 EXPIRATION_INTERVAL = 300.0
 #: How long one fetch call waits for work before checking for shutdown.
 FETCH_WAIT = 1.0
-#: Longest pause between failed fetches, in seconds.
+#: Maximum pause between failed fetches, in seconds.
 FETCH_MAX_BACKOFF = 2.0
 #: Times a job is put back after its server died while running it, before it is Failed.
 MAX_CRASH_REQUEUES = 3
