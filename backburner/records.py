@@ -73,6 +73,16 @@ class StateChange:
     #: Final states: seconds until the job is removed (None: never).
     expire_in: float | None = None
 
+    def allowed(self, current: str, lease_token: str | None) -> bool:
+        """Return True if this change applies to a job in ``current`` state holding
+        ``lease_token``: the compare-and-set check every backend makes."""
+        if self.expected and current not in self.expected:
+            return False
+        if self.lease_token is not None and (
+                current != states.PROCESSING or lease_token != self.lease_token):
+            return False
+        return self.state in states.TRANSITIONS[current]
+
     def __post_init__(self) -> None:
         if self.state == states.PROCESSING:
             raise ValueError(f"job {self.job_id}: only fetch_jobs moves a job to Processing, "

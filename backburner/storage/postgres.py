@@ -935,12 +935,7 @@ class _Transaction:
         if found is None:
             return False
         current, lease_token = found
-        if change.expected and current not in change.expected:
-            return False
-        if change.lease_token is not None and (
-                current != states.PROCESSING or lease_token != change.lease_token):
-            return False
-        if change.state not in states.TRANSITIONS[current]:
+        if not change.allowed(current, lease_token):
             return False
 
         due_at = None
