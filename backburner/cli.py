@@ -148,7 +148,7 @@ def jobs() -> None:
               help="State of the jobs to list.")
 @click.option("--queue", default=None, help="Only jobs of this queue.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True,
-              help="Most jobs to print.")
+              help="Maximum number of jobs to print.")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True,
               help="Jobs to skip, for paging.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
@@ -222,7 +222,11 @@ def list_recurring(as_json: bool, storage_url: str | None) -> None:
         if as_json:
             click.echo(json.dumps(dataclasses.asdict(job), default=str))
             continue
-        status = "paused" if job.paused else "disabled" if job.disabled else "active"
+        status = "active"
+        if job.paused:
+            status = "paused"
+        elif job.disabled:
+            status = "disabled"
         next_run = f"{job.next_at:%Y-%m-%d %H:%M:%S}Z" if job.next_at else "never"
         click.echo(f"{job.id}  {job.cron!r} ({job.tz}, {job.description})  next {next_run}  "
                    f"{status}  {job.function}")
@@ -319,7 +323,7 @@ def stats(as_json: bool, storage_url: str | None) -> None:
 @click.option("--source", default=None, type=click.Path(exists=True, file_okay=False),
               help="Folder of files to analyse. Default: the Python standard library.")
 @click.option("--limit", type=click.IntRange(1), default=600, show_default=True,
-              help="Most files to analyse, one job each.")
+              help="Maximum number of files to analyse, one job each.")
 @click.option("--workers", type=click.IntRange(1, 1000), default=None,
               help="Worker threads. Default: 5 per CPU, at most 20.")
 @click.option("--dashboard-port", type=click.IntRange(0, 65535), default=8000, show_default=True,

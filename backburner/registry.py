@@ -32,7 +32,7 @@ def check_queue_name(queue: object) -> str:
     return queue
 
 
-#: Longest delay, timeout or retention accepted: 100 years, in seconds.
+#: Maximum delay, timeout or retention accepted: 100 years, in seconds.
 MAX_SECONDS = 100 * 365.25 * 24 * 3600
 
 

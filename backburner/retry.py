@@ -12,7 +12,7 @@ from backburner.errors import ConfigurationError
 DEFAULT_RETRIES = 10
 
 ON_EXHAUSTED = ("fail", "delete")
-#: Longest retry delay accepted: 100 years, in seconds.
+#: Maximum retry delay accepted: 100 years, in seconds.
 MAX_DELAY = 100 * 365.25 * 24 * 3600
 
 

@@ -19,7 +19,7 @@ from backburner.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 
-#: Longest exception message and traceback kept in a job's history, in characters.
+#: Maximum length of the exception message and traceback kept in a job's history, in characters.
 MAX_MESSAGE_CHARS = 4_000
 MAX_TRACEBACK_CHARS = 32_000
 #: Results larger than this (encoded, in characters) are stored as a short repr.
@@ -28,7 +28,7 @@ MAX_RESULT_CHARS = 16_000
 
 def safe_str(value: object) -> str:
     """Return ``str(value)`` as valid UTF-8 text: lone surrogates are escaped, and a
-    placeholder stands in when ``str`` raises (a hostile ``__str__``, an int too
+    placeholder replaces it when ``str`` raises (a hostile ``__str__``, an int too
     long to print)."""
     try:
         text = str(value)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-#: Longest pause after repeated errors, in seconds.
+#: Maximum pause after repeated errors, in seconds.
 MAX_BACKOFF = 10.0
 
 

@@ -92,7 +92,9 @@ def test_fire_is_compare_and_set(storage: Storage) -> None:
     assert fired.last_at == 1000.0
     assert fired.last_job_id == job.id
     created = storage.get_job(job.id)
-    assert created is not None and created.recurring_id == "r" and created.occurrence == 1000.0
+    assert created is not None
+    assert created.recurring_id == "r"
+    assert created.occurrence == 1000.0
 
 
 def test_one_job_per_occurrence(storage: Storage) -> None:
@@ -155,11 +157,15 @@ def test_errors_delay_and_disable(storage: Storage) -> None:
     storage.record_recurring_error("r", "boom", storage.now() + 3600)
     delayed = storage.get_recurring("r")
 
-    assert delayed is not None and delayed.error == "boom" and delayed.error_count == 1
+    assert delayed is not None
+    assert delayed.error == "boom"
+    assert delayed.error_count == 1
     assert storage.due_recurring(10, 5) == []
     storage.record_recurring_error("r", "boom", None)
     assert storage.due_recurring(10, 2) == []
     assert [r.id for r in storage.due_recurring(10, 5)] == ["r"]
     storage.save_recurring(record(storage))
     healed = storage.get_recurring("r")
-    assert healed is not None and healed.error is None and healed.error_count == 0
+    assert healed is not None
+    assert healed.error is None
+    assert healed.error_count == 0
