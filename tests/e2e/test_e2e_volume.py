@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import jobapp
@@ -123,9 +124,10 @@ def test_killed_client_batches_atomic(workspace: Workspace, start_server: StartS
         client.kill()
         client.wait(30)
 
-    total = sum(app.storage.count_jobs_by_state().values())
-    wait_for(lambda: count_in_state(app, "Succeeded") == total, DEADLINE,
-             "every enqueued job to succeed", interval=0.5)
+    # A batch whose COMMIT reached the database just before the kill can become
+    # visible after client.wait() returns, so wait until the totals stop moving.
+    total = wait_for(lambda: _settled_total(app), DEADLINE,
+                     "every enqueued job to succeed", interval=0.5)
 
     starts = Counter(line["job"] for line in read_log(workspace.log_path)
                      if line["event"] == "start")
@@ -139,3 +141,12 @@ def test_killed_client_batches_atomic(workspace: Workspace, start_server: StartS
     assert set(starts) == set(ids)
     assert set(starts.values()) == {1}
     assert_sqlite_intact(workspace)
+
+
+def _settled_total(app: jobapp.E2EApp) -> int:
+    """Return the job count once every job has succeeded and the count held for 1 s, else 0."""
+    counts = app.storage.count_jobs_by_state()
+    if {state for state, count in counts.items() if count} != {"Succeeded"}:
+        return 0
+    time.sleep(1.0)
+    return counts["Succeeded"] if app.storage.count_jobs_by_state() == counts else 0
