@@ -345,13 +345,16 @@ class Server:
         self._last_heartbeat = time.monotonic()
 
     def _heartbeat(self) -> None:
-        storage = self.app.storage
         self._beat()
+        self._cancel_lost_jobs()
+        self.app.storage.tidy()
+
+    def _cancel_lost_jobs(self) -> None:
         with self._running_lock:
             running = dict(self._running)
         if not running:
             return
-        current = storage.current_leases(list(running))
+        current = self.app.storage.current_leases(list(running))
         for token, item in running.items():
             if token not in current:
                 logger.info("job %s (%s) was deleted, requeued or recovered elsewhere while "

@@ -184,6 +184,12 @@ class Storage(ABC):
     def list_servers(self) -> list[ServerRecord]:
         """Return all announced servers, oldest first."""
 
+    def tidy(self) -> None:
+        """Do cheap housekeeping that keeps reads fast; every server calls it each heartbeat.
+
+        The default does nothing. PostgreSQL folds its pending job count deltas here.
+        """
+
     # -- locks -------------------------------------------------------------
 
     @abstractmethod

@@ -80,6 +80,10 @@ MAX_LISTEN_BACKOFF = 5.0
 #: serialization failure.
 MAX_TRANSACTION_ATTEMPTS = 3
 
+#: First key of the advisory lock taken while folding job count deltas; the
+#: second is a hash of the schema name. The value spells "bbct" in ASCII.
+COUNT_FOLD_LOCK_CLASS = 0x62626374
+
 #: History reason of a job put back because the reply of the fetch that claimed it was lost.
 LOST_FETCH_REASON = ("The reply to the fetch that claimed this job was lost (connection "
                      "failure); job put back in its queue")
@@ -747,17 +751,40 @@ class PostgresStorage(Storage):
 
     def count_jobs_by_state(self) -> dict[str, int]:
         counts = dict.fromkeys(states.ALL_STATES, 0)
-        rows = self._run("count jobs", lambda conn: conn.execute(
-            f"SELECT state, count(*) FROM {self._s}.jobs GROUP BY state").fetchall())
-        for state, count in rows:
-            counts[state] = count
+        for state, _queue, count in self._job_counts("count jobs"):
+            counts[state] = counts.get(state, 0) + count
         return counts
 
     def queue_lengths(self) -> dict[str, int]:
-        rows = self._run("measure queues", lambda conn: conn.execute(
-            f"SELECT queue, count(*) FROM {self._s}.jobs WHERE state = 'Enqueued' "
-            "GROUP BY queue ORDER BY queue").fetchall())
-        return {queue: count for queue, count in rows}
+        return {queue: count for state, queue, count in self._job_counts("measure queues")
+                if state == states.ENQUEUED and count}
+
+    def _job_counts(self, action: str) -> list[tuple[str, str, int]]:
+        """Return (state, queue, count) from the folded counts plus the pending deltas."""
+        s = self._s
+        return self._run(action, lambda conn: conn.execute(
+            "SELECT state, queue, sum(n)::bigint FROM ("
+            f"  SELECT state, queue, n FROM {s}.job_counts"
+            f"  UNION ALL SELECT state, queue, delta FROM {s}.job_count_deltas"
+            ") AS parts GROUP BY state, queue ORDER BY queue, state").fetchall())
+
+    def tidy(self) -> None:
+        """Fold the pending job count deltas into job_counts, unless another process is at it."""
+        s = self._s
+
+        def fold(conn: psycopg.Connection[Any]) -> None:
+            taken = _scalar(conn, "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                            (COUNT_FOLD_LOCK_CLASS, self.schema))
+            if not taken:
+                return
+            conn.execute(
+                f"WITH moved AS (DELETE FROM {s}.job_count_deltas RETURNING state, queue, delta) "
+                f"INSERT INTO {s}.job_counts AS c (state, queue, n) "
+                "SELECT state, queue, sum(delta) FROM moved GROUP BY state, queue "
+                "ON CONFLICT (state, queue) DO UPDATE SET n = c.n + EXCLUDED.n")
+            conn.execute(f"DELETE FROM {s}.job_counts WHERE n = 0")
+
+        self._run("fold job counts", fold, transaction=True)
 
     def list_jobs(self, state: str, *, queue: str | None = None, offset: int = 0,
                   limit: int = 50) -> list[JobRecord]:

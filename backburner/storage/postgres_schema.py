@@ -181,6 +181,70 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX recurring_due ON {schema}.recurring (next_at) WHERE NOT paused;
     """,
+
+    # 4: job counts per state and queue, so the dashboard and metrics never
+    # count the jobs table. Statement triggers append one delta row per
+    # changed (state, queue) to job_count_deltas, an insert-only table that
+    # concurrent transactions never contend on; tidy() folds the deltas into
+    # job_counts, and a reader sums both in one snapshot. CREATE TRIGGER locks
+    # out writers until this transaction commits, so the seed count is exact.
+    """
+    CREATE TABLE {schema}.job_counts (
+        state text NOT NULL,
+        queue text NOT NULL,
+        n     bigint NOT NULL,
+        PRIMARY KEY (state, queue)
+    );
+    CREATE TABLE {schema}.job_count_deltas (
+        state text NOT NULL,
+        queue text NOT NULL,
+        delta bigint NOT NULL
+    );
+
+    CREATE FUNCTION {schema}.count_inserted_jobs() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {schema}.job_count_deltas (state, queue, delta)
+        SELECT state, queue, count(*) FROM new_rows GROUP BY state, queue;
+        RETURN NULL;
+    END
+    $$;
+    CREATE FUNCTION {schema}.count_deleted_jobs() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {schema}.job_count_deltas (state, queue, delta)
+        SELECT state, queue, -count(*) FROM old_rows GROUP BY state, queue;
+        RETURN NULL;
+    END
+    $$;
+    CREATE FUNCTION {schema}.count_updated_jobs() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {schema}.job_count_deltas (state, queue, delta)
+        SELECT state, queue, sum(delta) FROM (
+            SELECT state, queue, -1 AS delta FROM old_rows
+            UNION ALL
+            SELECT state, queue, 1 FROM new_rows
+        ) AS moves
+        GROUP BY state, queue
+        HAVING sum(delta) <> 0;
+        RETURN NULL;
+    END
+    $$;
+
+    CREATE TRIGGER jobs_count_insert AFTER INSERT ON {schema}.jobs
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_inserted_jobs();
+    CREATE TRIGGER jobs_count_delete AFTER DELETE ON {schema}.jobs
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_deleted_jobs();
+    CREATE TRIGGER jobs_count_update AFTER UPDATE ON {schema}.jobs
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_updated_jobs();
+
+    INSERT INTO {schema}.job_counts (state, queue, n)
+    SELECT state, queue, count(*) FROM {schema}.jobs GROUP BY state, queue;
+    """,
 ]
 
 

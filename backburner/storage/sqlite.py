@@ -613,14 +613,14 @@ class SQLiteStorage(Storage):
         counts = dict.fromkeys(states.ALL_STATES, 0)
         with self._errors("count jobs"):
             for state, count in self._connection().execute(
-                    "SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+                    "SELECT state, SUM(n) FROM job_counts GROUP BY state"):
                 counts[state] = count
         return counts
 
     def queue_lengths(self) -> dict[str, int]:
         with self._errors("measure queues"):
             rows = self._connection().execute(
-                "SELECT queue, COUNT(*) FROM jobs WHERE state = 'Enqueued' GROUP BY queue "
+                "SELECT queue, n FROM job_counts WHERE state = 'Enqueued' AND n > 0 "
                 "ORDER BY queue").fetchall()
         return dict(rows)
 

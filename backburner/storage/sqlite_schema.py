@@ -97,6 +97,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX recurring_due ON recurring (next_at) WHERE paused = 0;
     """,
+    """
+    -- job counts per state and queue, kept by triggers in the writing
+    -- transaction, so the dashboard and metrics never count the jobs table
+    CREATE TABLE job_counts (
+        state TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (state, queue)
+    ) WITHOUT ROWID;
+    INSERT INTO job_counts (state, queue, n)
+        SELECT state, queue, COUNT(*) FROM jobs GROUP BY state, queue;
+
+    CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_counts (state, queue, n) VALUES (NEW.state, NEW.queue, 1)
+            ON CONFLICT (state, queue) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE state = OLD.state AND queue = OLD.queue;
+    END;
+    CREATE TRIGGER jobs_count_update AFTER UPDATE OF state, queue ON jobs
+        WHEN OLD.state IS NOT NEW.state OR OLD.queue IS NOT NEW.queue BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE state = OLD.state AND queue = OLD.queue;
+        INSERT INTO job_counts (state, queue, n) VALUES (NEW.state, NEW.queue, 1)
+            ON CONFLICT (state, queue) DO UPDATE SET n = n + 1;
+    END;
+    """,
 ]
 
 
@@ -112,10 +138,8 @@ def migrate(conn: sqlite3.Connection) -> int:
                 f"the database schema is version {version}, newer than this backburner "
                 f"release supports ({len(MIGRATIONS)}); upgrade backburner")
         for script in MIGRATIONS[version:]:
-            # Statements end with ";" and no comment in the scripts contains one.
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(script):
+                conn.execute(statement)
         if row is None:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
         else:
@@ -125,3 +149,21 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    """Split ``script`` into complete statements; a trigger body's inner ";" does not end one.
+
+    No comment in the scripts may contain ";".
+    """
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        raise ValueError(f"incomplete SQL statement in a migration: {pending.strip()[:80]!r}")
+    return statements

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -109,6 +110,39 @@ def test_count_by_state(storage: Storage, jobs) -> None:
     expected[states.ENQUEUED] = 3
 
     assert counts == expected
+
+
+def listed_counts(storage: Storage) -> tuple[dict[str, int], dict[str, int]]:
+    """Count jobs by state and Enqueued jobs by queue from the job lists themselves."""
+    by_state = {state: len(storage.list_jobs(state, limit=10_000)) for state in states.ALL_STATES}
+    by_queue: dict[str, int] = {}
+    for record in storage.list_jobs(states.ENQUEUED, limit=10_000):
+        by_queue[record.queue] = by_queue.get(record.queue, 0) + 1
+    return by_state, by_queue
+
+
+def test_counts_follow_every_change(storage: Storage, jobs) -> None:
+    # Creates, claims in batches, outcomes, requeues, deletes, expiry and
+    # continuations, with tidy() between rounds, must keep the counts exact.
+    rng = random.Random(7)
+    for round_number in range(4):
+        queues = [f"q{index}" for index in range(3)]
+        storage.create_jobs([jobs.new(queue=rng.choice(queues)) for _ in range(30)])
+        jobs.create(states.SCHEDULED, queue="later", delay=3600.0)
+        fetched = storage.fetch_jobs(queues, "server-a", 20)
+        outcomes = [states.SUCCEEDED, states.FAILED, states.DELETED, states.ENQUEUED]
+        storage.change_states([
+            StateChange(job.id, rng.choice(outcomes), lease_token=job.lease_token,
+                        expire_in=0.01 if round_number % 2 else None)
+            for job in fetched])
+        time.sleep(0.05)
+        storage.expire(5)
+        if round_number % 2:
+            storage.tidy()
+
+        by_state, by_queue = listed_counts(storage)
+        assert storage.count_jobs_by_state() == by_state, f"round {round_number}"
+        assert storage.queue_lengths() == by_queue, f"round {round_number}"
 
 
 def test_queue_lengths(storage: Storage, jobs) -> None:

@@ -102,6 +102,10 @@ def dump_schema(conn: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
         "functions": "SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc AS p "
                      "JOIN pg_namespace AS n ON n.oid = p.pronamespace "
                      "WHERE n.nspname = %(s)s ORDER BY 1",
+        "triggers": "SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger AS t "
+                    "JOIN pg_class AS c ON c.oid = t.tgrelid "
+                    "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %(s)s AND NOT t.tgisinternal ORDER BY 1",
     }
     dump = {}
     for name, query in queries.items():
@@ -186,11 +190,15 @@ def test_fresh_equals_replayed(admin: Any) -> None:
     assert [row[1] for row in fresh_dump["indexes"] if row[0] == "jobs"] == [
         "jobs_awaiting", "jobs_enqueued", "jobs_expire", "jobs_lease", "jobs_occurrence",
         "jobs_pkey", "jobs_processing", "jobs_scheduled", "jobs_state"]
-    assert [row[0] for row in fresh_dump["functions"]] == ["claim_jobs"]
+    assert [row[0] for row in fresh_dump["functions"]] == [
+        "claim_jobs", "count_deleted_jobs", "count_inserted_jobs", "count_updated_jobs"]
+    assert [row[0] for row in fresh_dump["triggers"]] == [
+        "jobs_count_delete", "jobs_count_insert", "jobs_count_update"]
     assert fresh_dump["columns"] == replayed_dump["columns"]
     assert fresh_dump["indexes"] == replayed_dump["indexes"]
     assert fresh_dump["constraints"] == replayed_dump["constraints"]
     assert fresh_dump["functions"] == replayed_dump["functions"]
+    assert fresh_dump["triggers"] == replayed_dump["triggers"]
 
 
 def test_migrate_partial_upgrade(url: str) -> None:
@@ -205,6 +213,45 @@ def test_migrate_partial_upgrade(url: str) -> None:
         assert storage.schema_version() == len(MIGRATIONS)
     finally:
         storage.close()
+
+
+def test_migrate_counts_existing_jobs(url: str, schema: str, admin: Any) -> None:
+    old = PostgresStorage.from_url(url)
+    assert old.migrate(3) == 3
+    old.close()
+    rows = [(f"job-{index}", state, queue) for index, (state, queue) in enumerate(
+        [("Enqueued", "a")] * 3 + [("Enqueued", "b")] + [("Succeeded", "a")] * 2)]
+    with admin.cursor() as cursor:
+        cursor.executemany(
+            f'INSERT INTO "{schema}".jobs (id, function, payload, queue, state, created_at, '
+            "state_at) VALUES (%s, 'f', '[[],{}]', %s, %s, 0, 0)",
+            [(job_id, queue, state) for job_id, state, queue in rows])
+
+    storage = PostgresStorage.from_url(url)
+    try:
+        counts = storage.count_jobs_by_state()
+        lengths = storage.queue_lengths()
+    finally:
+        storage.close()
+
+    assert (counts["Enqueued"], counts["Succeeded"], sum(counts.values())) == (4, 2, 6)
+    assert lengths == {"a": 3, "b": 1}
+
+
+def test_tidy_folds_deltas(storage: PostgresStorage, schema: str, admin: Any) -> None:
+    storage.create_jobs([NewJob(id=f"job-{index}", function="f", payload="[[],{}]",
+                                queue="q", state="Enqueued") for index in range(5)])
+    fetched = storage.fetch_jobs(["q"], "server-a", 2)
+    before = storage.count_jobs_by_state()
+    storage.tidy()
+    deltas = admin.execute(f'SELECT count(*) FROM "{schema}".job_count_deltas').fetchone()[0]
+    folded = admin.execute(
+        f'SELECT state, queue, n FROM "{schema}".job_counts ORDER BY state').fetchall()
+
+    assert len(fetched) == 2
+    assert deltas == 0
+    assert folded == [("Enqueued", "q", 3), ("Processing", "q", 2)]
+    assert storage.count_jobs_by_state() == before
 
 
 def test_migrate_newer_schema(storage: PostgresStorage, schema: str, admin: Any) -> None:
