@@ -6,9 +6,8 @@ UTC; durations are seconds. The same authorisation hooks apply as for pages.
 ``GET /api/stats``
     ``{"now", "states": {state: count}, "queues": {queue: length},
     "totals": {"succeeded", "failed", "deleted"}, "servers", "retries",
-    "retries_complete", "recurring": {"total", "active", "paused", "failing",
-    "disabled"}}``; ``recurring`` is null when the storage backend has no
-    recurring jobs. The pages poll it to refresh live numbers.
+    "recurring": {"total", "active", "paused", "failing", "disabled"}}``. The
+    pages poll it to refresh live numbers.
 ``GET /api/jobs?state=Failed&queue=default&page=1&size=20``
     ``{"state", "queue", "page", "size", "total", "jobs": [job...]}``; ``state``
     is required, ``queue`` only filters Enqueued jobs.
@@ -182,8 +181,6 @@ def recurring_list(request: Request) -> Response:
     """Return one page of recurring jobs, ordered by id."""
     storage = config_of(request).app.storage
     records = views.recurring_records(storage)
-    if records is None:
-        return _no_recurring()
     paging = pager(request, len(records))
     chosen = records[paging.offset:paging.offset + paging.size]
     rows = recurring_views.recurring_rows(storage, chosen)
@@ -195,10 +192,7 @@ def recurring_details(request: Request) -> Response:
     """Return one recurring job with its next occurrences."""
     storage = config_of(request).app.storage
     recurring_id = request.query_params.get("id", "")
-    try:
-        record = storage.get_recurring(recurring_id) if recurring_id else None
-    except NotImplementedError:
-        return _no_recurring()
+    record = storage.get_recurring(recurring_id) if recurring_id else None
     if record is None:
         return json_response({"error": "recurring job not found; it may have been removed"},
                              404)
@@ -233,17 +227,9 @@ async def recurring_act(request: Request) -> Response:
     if isinstance(ids, Response):
         return ids
 
-    try:
-        result: ActionResult = await run_in_threadpool(
-            run_recurring_action, config_of(request).app, name, ids)
-    except NotImplementedError:
-        return _no_recurring()
+    result: ActionResult = await run_in_threadpool(
+        run_recurring_action, config_of(request).app, name, ids)
     return json_response(result.as_dict())
-
-
-def _no_recurring() -> Response:
-    return json_response({"error": "this storage backend does not support recurring jobs"},
-                         501)
 
 
 def servers(request: Request) -> Response:
@@ -291,17 +277,15 @@ def metrics(request: Request) -> Response:
         "# TYPE backburner_workers gauge",
         f"backburner_workers {sum(server.workers for server in server_list)}",
     ]
-    records = views.recurring_records(storage)
-    if records is not None:
-        counts = views.recurring_counts(records)
-        lines += [
-            ("# HELP backburner_recurring_jobs Recurring jobs by status: active, paused, failing "
-             "(the last attempt to create its job failed) or disabled (too many failures in a "
-             "row)."),
-            "# TYPE backburner_recurring_jobs gauge",
-            *(f'backburner_recurring_jobs{{status="{status}"}} {counts[status]}'
-              for status in views.RECURRING_STATUSES),
-        ]
+    counts = views.recurring_counts(views.recurring_records(storage))
+    lines += [
+        ("# HELP backburner_recurring_jobs Recurring jobs by status: active, paused, failing "
+         "(the last attempt to create its job failed) or disabled (too many failures in a "
+         "row)."),
+        "# TYPE backburner_recurring_jobs gauge",
+        *(f'backburner_recurring_jobs{{status="{status}"}} {counts[status]}'
+          for status in views.RECURRING_STATUSES),
+    ]
     return PlainTextResponse("\n".join(lines) + "\n", media_type=METRICS_CONTENT_TYPE)
 
 

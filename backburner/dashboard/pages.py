@@ -254,14 +254,13 @@ def _job_list(request: Request, state: str, total: int, *, heading: str, page: s
 def retries(request: Request) -> Response:
     """Show Scheduled jobs that wait for an automatic retry."""
     storage = _app(request).storage
-    records, complete = views.retry_records(storage)
-    paging = pager(request, len(records))
-    chosen = records[paging.offset:paging.offset + paging.size]
+    paging = pager(request, storage.count_retries())
+    chosen = storage.list_retries(offset=paging.offset, limit=paging.size)
     rows = views.job_rows(storage, chosen, storage.now())
     return render(request, "jobs.html", {
         "page": "retries", "heading": "Retries", "state": states.SCHEDULED, "queue": None,
         "rows": rows, "pager": paging, "actions": ("enqueue-now", "delete"),
-        "action_names": ACTIONS, "scan_cut": not complete, "scan_limit": views.SCAN_LIMIT,
+        "action_names": ACTIONS,
     })
 
 
@@ -287,7 +286,7 @@ def job_details(request: Request) -> Response:
     arguments = views.arguments_json(job)
     show_all = request.query_params.get("args") == "full"
     parent = storage.get_job(record.parent_id, history=False) if record.parent_id else None
-    continuations, complete = views.continuations_of(storage, record.id)
+    continuations, more = views.continuations_of(storage, record.id)
     warning = None
     if record.state == states.PROCESSING:
         heartbeats = {server.id: server.heartbeat_at for server in storage.list_servers()}
@@ -299,7 +298,8 @@ def job_details(request: Request) -> Response:
         "arguments_cut": not show_all and len(arguments) > views.DETAIL_ARGS_CHARS,
         "arguments_size": len(arguments.encode()), "timeline": views.timeline(record, now),
         "parent": parent, "continuations": views.job_rows(storage, continuations, now),
-        "continuations_cut": not complete, "server_warning": warning,
+        "continuations_cut": more, "continuations_shown": views.CONTINUATIONS_SHOWN,
+        "server_warning": warning,
         "actions": views.STATE_ACTIONS[record.state], "action_names": ACTIONS,
     })
 

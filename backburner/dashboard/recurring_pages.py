@@ -32,15 +32,12 @@ def recurring_list(request: Request) -> Response:
     """Show every recurring job, ordered by id, with its schedule, runs and status."""
     storage = config_of(request).app.storage
     records = views.recurring_records(storage)
-    if records is None:
-        return _unsupported(request)
-
     paging = pager(request, len(records))
     chosen = records[paging.offset:paging.offset + paging.size]
     return render(request, "recurring.html", {
         "page": "recurring", "rows": recurring_views.recurring_rows(storage, chosen),
         "pager": paging, "recurring_counts": views.recurring_counts(records),
-        "supported": True, "action_names": RECURRING_ACTIONS,
+        "action_names": RECURRING_ACTIONS,
     })
 
 
@@ -48,10 +45,7 @@ def recurring_details(request: Request) -> Response:
     """Show one recurring job with the next occurrences, or a 404 page if it does not exist."""
     recurring_id = request.query_params.get("id", "")
     storage = config_of(request).app.storage
-    try:
-        record = storage.get_recurring(recurring_id) if recurring_id else None
-    except NotImplementedError:
-        return _unsupported(request)
+    record = storage.get_recurring(recurring_id) if recurring_id else None
     if record is None:
         return render(request, "recurring_missing.html",
                       {"page": "recurring", "recurring_id": recurring_id}, status=404)
@@ -61,13 +55,6 @@ def recurring_details(request: Request) -> Response:
     return render(request, "recurring_job.html", {
         "page": "recurring", "row": row, "occurrences": occurrences,
         "preview_error": preview_error, "action_names": RECURRING_ACTIONS,
-    })
-
-
-def _unsupported(request: Request) -> Response:
-    return render(request, "recurring.html", {
-        "page": "recurring", "rows": [], "supported": False,
-        "storage_name": type(config_of(request).app.storage).__name__,
     })
 
 
@@ -85,11 +72,7 @@ def recurring_action(request: Request) -> Response:
         return PlainTextResponse("422: no recurring jobs selected; select at least one\n",
                                  status_code=422)
 
-    try:
-        result = run_recurring_action(config_of(request).app, name, ids)
-    except NotImplementedError:
-        return PlainTextResponse("501: this storage backend does not support recurring jobs\n",
-                                 status_code=501)
+    result = run_recurring_action(config_of(request).app, name, ids)
     target = safe_next((form.get("next") or ["/recurring"])[0])
     if name == "remove" and urlsplit(target).path == "/recurring/details":
         target = "/recurring"  # the page of a removed recurring job would be a 404

@@ -27,10 +27,8 @@ SERVER_ABORTED_THRESHOLD = 60.0
 PREVIEW_CHARS = 120
 #: Maximum length of argument JSON shown on a job page before "Show all", in characters.
 DETAIL_ARGS_CHARS = 10_000
-#: Most Scheduled jobs read to find retries, and Awaiting jobs read to find
-#: continuations; the storage contract has no indexed query for either yet.
-SCAN_LIMIT = 10_000
-SCAN_BATCH = 500
+#: Most continuations listed on a job's page.
+CONTINUATIONS_SHOWN = 100
 
 #: Page sizes offered in lists, and the default.
 PAGE_SIZES = (10, 20, 50, 100, 500)
@@ -233,35 +231,11 @@ def server_warning(server_id: str | None, heartbeats: dict[str, float], now: flo
     return None
 
 
-def retry_records(storage: Storage) -> tuple[list[JobRecord], bool]:
-    """Return Scheduled jobs that wait for an automatic retry, due first.
-
-    The second value is False when the scan stopped at SCAN_LIMIT jobs, so
-    there may be more.
-    """
-    # NOTE: the storage contract has no query for retries, so this reads up to
-    # SCAN_LIMIT Scheduled jobs and keeps those with a retry count.
-    found: list[JobRecord] = []
-    for offset in range(0, SCAN_LIMIT, SCAN_BATCH):
-        batch = storage.list_jobs(states.SCHEDULED, offset=offset, limit=SCAN_BATCH)
-        found += [record for record in batch if record.retry_count > 0]
-        if len(batch) < SCAN_BATCH:
-            return found, True
-    return found, False
-
-
 def continuations_of(storage: Storage, job_id: str) -> tuple[list[JobRecord], bool]:
-    """Return the Awaiting continuations of ``job_id``; False second when the scan was cut."""
-    # NOTE: the storage contract has no query for a job's continuations, so
-    # this reads up to SCAN_LIMIT Awaiting jobs. Continuations that already
-    # moved on (Enqueued, Deleted...) are not found.
-    found: list[JobRecord] = []
-    for offset in range(0, SCAN_LIMIT, SCAN_BATCH):
-        batch = storage.list_jobs(states.AWAITING, offset=offset, limit=SCAN_BATCH)
-        found += [record for record in batch if record.parent_id == job_id]
-        if len(batch) < SCAN_BATCH:
-            return found, True
-    return found, False
+    """Return the first CONTINUATIONS_SHOWN continuations of ``job_id`` in any state,
+    and whether there are more."""
+    found = storage.list_continuations(job_id, limit=CONTINUATIONS_SHOWN + 1)
+    return found[:CONTINUATIONS_SHOWN], len(found) > CONTINUATIONS_SHOWN
 
 
 # -- job details --------------------------------------------------------------------
@@ -409,17 +383,15 @@ def history_chart(storage: Storage, now: float, *, days: int) -> Chart:
 def stats(storage: Storage) -> dict[str, Any]:
     """Return the numbers the overview shows and refreshes: states, queues, totals, servers,
     retries and recurring jobs by status."""
-    retries, complete = retry_records(storage)
-    records = recurring_records(storage)
+    records = storage.list_recurring()
     return {
         "now": storage.now(),
         "states": storage.count_jobs_by_state(),
         "queues": storage.queue_lengths(),
         "totals": storage.counter_totals(),
         "servers": len(storage.list_servers()),
-        "retries": len(retries),
-        "retries_complete": complete,
-        "recurring": None if records is None else recurring_counts(records),
+        "retries": storage.count_retries(),
+        "recurring": recurring_counts(records),
     }
 
 
@@ -431,15 +403,12 @@ def stats(storage: Storage) -> dict[str, Any]:
 RECURRING_STATUSES = ("active", "paused", "failing", "disabled")
 
 
-def recurring_records(storage: Storage) -> list[RecurringRecord] | None:
-    """Return every recurring job, or None when the storage backend has no recurring jobs."""
+def recurring_records(storage: Storage) -> list[RecurringRecord]:
+    """Return every recurring job."""
     # NOTE: the storage contract has no count or paginated query for recurring
     # jobs, so counts and pages read them all. Applications rarely have more
     # than a few hundred.
-    try:
-        return storage.list_recurring()
-    except NotImplementedError:
-        return None
+    return storage.list_recurring()
 
 
 def recurring_status(record: RecurringRecord) -> str:

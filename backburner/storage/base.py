@@ -26,8 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from backburner.records import (JobRecord, NewJob, RecurringRecord, Recovery, ServerRecord,
-                                StateChange)
+from backburner.records import (
+    JobRecord,
+    NewJob,
+    Recovery,
+    RecurringRecord,
+    ServerRecord,
+    StateChange,
+)
 
 
 class Storage(ABC):
@@ -215,6 +221,18 @@ class Storage(ABC):
                   limit: int = 50) -> list[JobRecord]:
         """Return jobs in ``state``: Enqueued in FIFO order, Scheduled by due time,
         the others newest state change first."""
+
+    @abstractmethod
+    def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:
+        """Return Scheduled jobs waiting for an automatic retry (retry_count > 0), due first."""
+
+    @abstractmethod
+    def count_retries(self) -> int:
+        """Return the number of jobs that ``list_retries`` lists."""
+
+    @abstractmethod
+    def list_continuations(self, parent_id: str, *, limit: int = 100) -> list[JobRecord]:
+        """Return the jobs created as continuations of ``parent_id``, in any state, oldest first."""
 
     @abstractmethod
     def counter_totals(self) -> dict[str, int]:

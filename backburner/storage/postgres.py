@@ -111,6 +111,9 @@ _JOB_COLUMNS = ("id, function, payload, queue, state, created_at, state_at, atte
 _RECURRING_COLUMNS = ("id, cron, tz, function, payload, queue, misfire, next_at, created_at, "
                       "updated_at, paused, last_at, last_job_id, error, error_count, retry_at")
 
+#: Jobs waiting for an automatic retry; the partial index jobs_retries covers it.
+_RETRY_WHERE = "state = 'Scheduled' AND retry_count > 0"
+
 _T = TypeVar("_T")
 
 
@@ -803,6 +806,22 @@ class PostgresStorage(Storage):
         rows = self._run("list jobs", lambda conn: conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM {self._s}.jobs WHERE {where} ORDER BY {order} "
             "LIMIT %s OFFSET %s", (*params, max(limit, 0), max(offset, 0))).fetchall())
+        return [_job_from_row(row, ()) for row in rows]
+
+    def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:
+        rows = self._run("list retries", lambda conn: conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM {self._s}.jobs WHERE {_RETRY_WHERE} "
+            "ORDER BY due_at, id LIMIT %s OFFSET %s", (max(limit, 0), max(offset, 0))).fetchall())
+        return [_job_from_row(row, ()) for row in rows]
+
+    def count_retries(self) -> int:
+        return int(self._run("count retries", lambda conn: _scalar(
+            conn, f"SELECT count(*) FROM {self._s}.jobs WHERE {_RETRY_WHERE}")))
+
+    def list_continuations(self, parent_id: str, *, limit: int = 100) -> list[JobRecord]:
+        rows = self._run("list continuations", lambda conn: conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM {self._s}.jobs WHERE parent_id = %s "
+            "ORDER BY created_at, id LIMIT %s", (parent_id, max(limit, 0))).fetchall())
         return [_job_from_row(row, ()) for row in rows]
 
     def _list_enqueued(self, offset: int, limit: int) -> list[JobRecord]:

@@ -183,7 +183,7 @@ MIGRATIONS: list[str] = [
     """,
 
     # 4: job counts per state and queue, so the dashboard and metrics never
-    # count the jobs table. Statement triggers append one delta row per
+    # count the jobs table, and indexes for retries and continuations. Statement triggers append one delta row per
     # changed (state, queue) to job_count_deltas, an insert-only table that
     # concurrent transactions never contend on; tidy() folds the deltas into
     # job_counts, and a reader sums both in one snapshot. CREATE TRIGGER locks
@@ -200,6 +200,12 @@ MIGRATIONS: list[str] = [
         queue text NOT NULL,
         delta bigint NOT NULL
     );
+
+    -- the dashboard's retries list and a job's continuations in any state
+    CREATE INDEX jobs_retries ON {schema}.jobs (due_at, id)
+        WHERE state = 'Scheduled' AND retry_count > 0;
+    CREATE INDEX jobs_parent ON {schema}.jobs (parent_id, created_at)
+        WHERE parent_id IS NOT NULL;
 
     CREATE FUNCTION {schema}.count_inserted_jobs() RETURNS trigger
     LANGUAGE plpgsql AS $$

@@ -606,6 +606,35 @@ class RedisStorage(Storage):
         return [_job_record(job_id, record, ()) for job_id, record in zip(ids, records)
                 if record and record.get("state") == state]
 
+    def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:
+        offset, limit = max(0, offset), max(0, limit)
+        if limit == 0:
+            return []
+        with self._errors("list retries"):
+            ids = self._client.zrange(self._key("retries"), offset, offset + limit - 1)
+        return [record for record in self._read_jobs("list retries", ids)
+                if record.state == states.SCHEDULED]
+
+    def count_retries(self) -> int:
+        with self._errors("count retries"):
+            return int(self._client.zcard(self._key("retries")))
+
+    def list_continuations(self, parent_id: str, *, limit: int = 100) -> list[JobRecord]:
+        # Job ids begin with their creation time, so the first ids are the oldest jobs.
+        with self._errors("list continuations"):
+            ids = sorted(self._client.smembers(self._key("children", parent_id)))
+        records = self._read_jobs("list continuations", ids[:max(0, limit)])
+        return sorted(records, key=lambda record: (record.created_at, record.id))
+
+    def _read_jobs(self, action: str, ids: Sequence[str]) -> list[JobRecord]:
+        """Return the jobs of ``ids`` that still exist, without history, in the order given."""
+        with self._errors(action):
+            pipe = self._client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self._key("job", job_id))
+            found = pipe.execute()
+        return [_job_record(job_id, fields, ()) for job_id, fields in zip(ids, found) if fields]
+
     def _index_key(self, state: str) -> str:
         if state == states.SCHEDULED:
             return self._key("scheduled")

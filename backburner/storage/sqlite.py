@@ -23,8 +23,15 @@ from typing import Any
 
 from backburner import states
 from backburner.errors import ConfigurationError, JobNotFound, StorageError
-from backburner.records import (HistoryEntry, JobRecord, NewJob, RecurringRecord, Recovery,
-                                ServerRecord, StateChange)
+from backburner.records import (
+    HistoryEntry,
+    JobRecord,
+    NewJob,
+    Recovery,
+    RecurringRecord,
+    ServerRecord,
+    StateChange,
+)
 from backburner.storage import counters
 from backburner.storage.base import Storage
 from backburner.storage.sqlite_schema import migrate
@@ -642,6 +649,26 @@ class SQLiteStorage(Storage):
                 "LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
         return [_job_from_row(row, ()) for row in rows]
 
+    def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:
+        with self._errors("list retries"):
+            rows = self._connection().execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {_RETRY_WHERE} ORDER BY due_at, id "
+                "LIMIT ? OFFSET ?", (max(limit, 0), max(offset, 0))).fetchall()
+        return [_job_from_row(row, ()) for row in rows]
+
+    def count_retries(self) -> int:
+        with self._errors("count retries"):
+            row = self._connection().execute(
+                f"SELECT COUNT(*) FROM jobs WHERE {_RETRY_WHERE}").fetchone()
+        return int(row[0])
+
+    def list_continuations(self, parent_id: str, *, limit: int = 100) -> list[JobRecord]:
+        with self._errors("list continuations"):
+            rows = self._connection().execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE parent_id = ? ORDER BY created_at, id "
+                "LIMIT ?", (parent_id, max(limit, 0))).fetchall()
+        return [_job_from_row(row, ()) for row in rows]
+
     def counter_totals(self) -> dict[str, int]:
         totals = dict.fromkeys(counters.COUNTED_STATES.values(), 0)
         with self._errors("read counters"):
@@ -657,6 +684,10 @@ class SQLiteStorage(Storage):
                 "SELECT bucket, value FROM counters WHERE name = ? AND resolution = ? "
                 "AND bucket >= ? ORDER BY bucket", (name, resolution, since)).fetchall()
         return [(bucket, value) for bucket, value in rows]
+
+
+#: Jobs waiting for an automatic retry; the partial index jobs_retries covers it.
+_RETRY_WHERE = "state = 'Scheduled' AND retry_count > 0"
 
 
 def _job_from_row(row: Sequence[Any], history: tuple[HistoryEntry, ...]) -> JobRecord:

@@ -99,7 +99,8 @@ MIGRATIONS: list[str] = [
     """,
     """
     -- job counts per state and queue, kept by triggers in the writing
-    -- transaction, so the dashboard and metrics never count the jobs table
+    -- transaction, so the dashboard and metrics never count the jobs table,
+    -- and indexes for the other monitoring queries
     CREATE TABLE job_counts (
         state TEXT NOT NULL,
         queue TEXT NOT NULL,
@@ -108,6 +109,10 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     INSERT INTO job_counts (state, queue, n)
         SELECT state, queue, COUNT(*) FROM jobs GROUP BY state, queue;
+
+    -- the dashboard's retries list and a job's continuations in any state
+    CREATE INDEX jobs_retries ON jobs (due_at, id) WHERE state = 'Scheduled' AND retry_count > 0;
+    CREATE INDEX jobs_parent ON jobs (parent_id, created_at) WHERE parent_id IS NOT NULL;
 
     CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
         INSERT INTO job_counts (state, queue, n) VALUES (NEW.state, NEW.queue, 1)

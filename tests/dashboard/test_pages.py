@@ -11,6 +11,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from backburner import Backburner
+from backburner.records import StateChange
 
 LIST_PAGES = ["/jobs/enqueued", "/jobs/enqueued/default", "/jobs/scheduled",
               "/jobs/processing", "/jobs/succeeded", "/jobs/failed", "/jobs/deleted",
@@ -156,6 +157,36 @@ def test_details_parent_and_continuation(client: TestClient, seeded: Seeded) -> 
 
     assert f'href="/jobs/details/{seeded.awaiting}"' in parent_html
     assert f'href="/jobs/details/{seeded.parent}"' in child_html
+
+
+def test_details_lists_continuations_in_any_state(app: Backburner, client: TestClient) -> None:
+    parent = app.enqueue("tests.echo", "parent")
+    runs = app.options(on="deleted").continue_with(parent, "tests.echo", "runs")
+    dropped = app.continue_with(parent, "tests.echo", "dropped")
+    app.delete(parent)
+
+    html = client.get(f"/jobs/details/{parent}").text
+
+    assert app.get_job(runs).state == "Enqueued"
+    assert app.get_job(dropped).state == "Deleted"
+    assert f'href="/jobs/details/{runs}"' in html
+    assert f'href="/jobs/details/{dropped}"' in html
+
+
+def test_retries_page_counts_every_retry(app: Backburner, client: TestClient) -> None:
+    # More retries than one page holds; the pager's total must count them all.
+    jobs = [app.enqueue("tests.echo", index) for index in range(30)]
+    fetched = app.storage.fetch_jobs(["default"], "server-a", 30)
+    app.storage.change_states([
+        StateChange(job.id, "Scheduled", delay=600.0, retry_count=1, lease_token=job.lease_token)
+        for job in fetched])
+
+    html = client.get("/retries?size=10").text
+    stats = client.get("/api/stats").json()
+
+    assert len(fetched) == len(jobs)
+    assert stats["retries"] == 30
+    assert '<span class="count-pill">30</span>' in html
 
 
 def test_details_large_arguments_cut(app: Backburner, client: TestClient) -> None:

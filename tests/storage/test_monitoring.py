@@ -202,3 +202,64 @@ def test_list_other_states_excluded(storage: Storage, jobs) -> None:
 
     assert storage.list_jobs(states.SUCCEEDED) == []
     assert len(storage.list_jobs(states.FAILED)) == 1
+
+
+# -- retries and continuations ---------------------------------------------------
+
+
+def test_list_retries(storage: Storage, jobs) -> None:
+    later, sooner = jobs.processing(queue="a"), jobs.processing(queue="b")
+    storage.change_states([
+        StateChange(later.id, states.SCHEDULED, delay=100.0, retry_count=1,
+                    lease_token=later.lease_token),
+        StateChange(sooner.id, states.SCHEDULED, delay=50.0, retry_count=2,
+                    lease_token=sooner.lease_token)])
+    jobs.create(states.SCHEDULED, delay=10.0)  # delayed, not a retry
+
+    assert [record.id for record in storage.list_retries()] == [sooner.id, later.id]
+    assert [record.id for record in storage.list_retries(offset=1, limit=5)] == [later.id]
+    assert storage.list_retries(limit=0) == []
+    assert storage.count_retries() == 2
+
+
+def test_retries_leave_the_list(storage: Storage, jobs) -> None:
+    deleted, enqueued = jobs.processing(queue="a"), jobs.processing(queue="b")
+    storage.change_states([
+        StateChange(job.id, states.SCHEDULED, delay=100.0, retry_count=1,
+                    lease_token=job.lease_token) for job in (deleted, enqueued)])
+    storage.change_states([
+        StateChange(deleted.id, states.DELETED, expected=(states.SCHEDULED,)),
+        StateChange(enqueued.id, states.ENQUEUED, expected=(states.SCHEDULED,))])
+
+    assert storage.list_retries() == []
+    assert storage.count_retries() == 0
+
+
+def test_list_continuations(storage: Storage, jobs) -> None:
+    parent = jobs.create(queue="parents")
+    other = jobs.create(queue="parents")
+    children = []
+    for _ in range(3):
+        children.append(jobs.create(states.AWAITING, parent_id=parent, continue_on="deleted"))
+        time.sleep(0.002)
+    jobs.create(states.AWAITING, parent_id=other, continue_on="succeeded")
+    storage.change_states([StateChange(parent, states.DELETED)])
+
+    listed = storage.list_continuations(parent)
+
+    assert [record.id for record in listed] == children
+    assert {record.state for record in listed} == {states.ENQUEUED}
+    assert [record.id for record in storage.list_continuations(parent, limit=2)] == children[:2]
+    assert storage.list_continuations(children[0]) == []
+
+
+def test_expired_continuation_leaves_the_list(storage: Storage, jobs) -> None:
+    parent = jobs.processing(queue="parents")
+    child = jobs.create(states.AWAITING, parent_id=parent.id, continue_on="succeeded")
+    storage.change_states([StateChange(parent.id, states.FAILED, lease_token=parent.lease_token)])
+    # A Failed parent does not trigger an on-success continuation: it is deleted.
+    storage.change_states([StateChange(child, states.DELETED, expire_in=0.01)])
+    time.sleep(0.1)
+    storage.expire(100)
+
+    assert storage.list_continuations(parent.id) == []

@@ -189,7 +189,8 @@ def test_fresh_equals_replayed(admin: Any) -> None:
 
     assert [row[1] for row in fresh_dump["indexes"] if row[0] == "jobs"] == [
         "jobs_awaiting", "jobs_enqueued", "jobs_expire", "jobs_lease", "jobs_occurrence",
-        "jobs_pkey", "jobs_processing", "jobs_scheduled", "jobs_state"]
+        "jobs_parent", "jobs_pkey", "jobs_processing", "jobs_retries", "jobs_scheduled",
+        "jobs_state"]
     assert [row[0] for row in fresh_dump["functions"]] == [
         "claim_jobs", "count_deleted_jobs", "count_inserted_jobs", "count_updated_jobs"]
     assert [row[0] for row in fresh_dump["triggers"]] == [

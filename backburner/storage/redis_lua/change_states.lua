@@ -9,7 +9,7 @@
 --
 -- Keys touched (under the prefix, see common.lua):
 --   job:<id>, history:<id>          the job changed, and continuations moved on
---   queue:<name>, queues, wakeup:<name>, scheduled, state:<State>, state-counts
+--   queue:<name>, queues, wakeup:<name>, scheduled, retries, state:<State>, state-counts
 --                                   indexes of the old and new states
 --   leases, expiring                the lease dropped, the expiry set or cleared
 --   continuations:<id>              read and deleted when the job becomes final

@@ -28,6 +28,8 @@
 --   expiring            zset: ids of jobs with an expiry time, score = expire_at
 --   leases              hash: lease token -> id of the Processing job holding it
 --   continuations:<id>  set: ids of Awaiting jobs whose parent is job <id>
+--   children:<id>       set: ids of every job created as a continuation of job <id>
+--   retries             zset: ids of Scheduled jobs with a retry count, score = due time
 --   occurrences:<recurring id>  hash: occurrence time -> id of the job created for it
 --   counter:<name>                     string: all-time count (succeeded, failed, deleted)
 --   counter:<name>:<resolution>:<start> string: count in one history bucket, with a TTL
@@ -131,6 +133,9 @@ end
 local function remove_from_index(id, state, queue)
   redis.call('ZREM', index_key(state, queue), id)
   redis.call('HINCRBY', P .. 'state-counts', state, -1)
+  if state == 'Scheduled' then
+    redis.call('ZREM', P .. 'retries', id)
+  end
 end
 
 -- Move a job (as read_job returns it) to `state` at `now`, as SQLiteStorage's
@@ -173,6 +178,12 @@ local function set_state(job, state, now, options)
   end
   redis.call('HSET', key, unpack(fields))
   add_to_index(job.id, state, job.queue, score)
+  if state == 'Scheduled' then
+    local retries = options.retry_count or redis.call('HGET', key, 'retry_count')
+    if (tonumber(retries or '0') or 0) > 0 then
+      redis.call('ZADD', P .. 'retries', num(score), job.id)
+    end
+  end
   job.state = state
   job.lease_token = nil
 end
@@ -298,6 +309,9 @@ local function create_job(job, now)
     end
   end
   redis.call('HSET', job_key(id), unpack(fields))
+  if parent_id then
+    redis.call('SADD', P .. 'children:' .. parent_id, id)
+  end
   if occurrences then
     redis.call('HSET', occurrences, num(occurrence), id)
   end

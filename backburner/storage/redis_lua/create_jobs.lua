@@ -13,6 +13,7 @@
 --                                indexes of the new jobs
 --   occurrences:<recurring id>   read and written for jobs of recurring jobs
 --   continuations:<parent_id>    an Awaiting job joins its parent's set
+--   children:<parent_id>         a continuation joins its parent's set
 --   expiring, counter:deleted*   a continuation deleted at once (parent already
 --                                final in a state it does not run on)
 

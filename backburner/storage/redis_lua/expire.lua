@@ -5,9 +5,10 @@
 --
 -- Keys touched (under the prefix, see common.lua):
 --   expiring                               ids due read and removed
---   job:<id>, history:<id>, continuations:<id>   deleted
+--   job:<id>, history:<id>, continuations:<id>, children:<id>   deleted
+--   children:<parent id>                   the job left its parent's set
 --   occurrences:<recurring id>             the job's occurrence freed
---   state:<State>, queue:<name>, scheduled, state-counts, leases
+--   state:<State>, queue:<name>, scheduled, retries, state-counts, leases
 --                                          the job removed from its indexes
 
 local now = clock()
@@ -21,11 +22,15 @@ for _, id in ipairs(ids) do
     if job.lease_token then
       redis.call('HDEL', P .. 'leases', job.lease_token)
     end
-    local recurring = redis.call('HMGET', job_key(id), 'recurring_id', 'occurrence')
-    if recurring[1] and recurring[2] then
-      redis.call('HDEL', P .. 'occurrences:' .. recurring[1], recurring[2])
+    local links = redis.call('HMGET', job_key(id), 'recurring_id', 'occurrence', 'parent_id')
+    if links[1] and links[2] then
+      redis.call('HDEL', P .. 'occurrences:' .. links[1], links[2])
     end
-    redis.call('DEL', job_key(id), P .. 'history:' .. id, P .. 'continuations:' .. id)
+    if links[3] then
+      redis.call('SREM', P .. 'children:' .. links[3], id)
+    end
+    redis.call('DEL', job_key(id), P .. 'history:' .. id, P .. 'continuations:' .. id,
+      P .. 'children:' .. id)
     deleted = deleted + 1
   end
   redis.call('ZREM', P .. 'expiring', id)
