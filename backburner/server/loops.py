@@ -17,8 +17,11 @@ class Loop(threading.Thread):
     """Run ``step`` every ``interval`` seconds until stopped.
 
     A step that raises is logged and retried with exponential backoff, so a
-    storage outage never ends the loop. ``step`` may return a number of
-    seconds to wait instead of ``interval`` (0 to run again at once).
+    storage outage never ends the loop. The backoff never exceeds
+    ``interval``: after an outage every loop runs again within its interval,
+    so a live server heartbeats well before others may judge it dead. ``step``
+    may return a number of seconds to wait instead of ``interval`` (0 to run
+    again at once).
     """
 
     def __init__(self, name: str, step: Callable[[], float | None], interval: float,
@@ -42,7 +45,7 @@ class Loop(threading.Thread):
                 failures = 0
             except Exception:
                 failures += 1
-                pause = backoff(failures)
+                pause = min(backoff(failures), self.interval)
                 logger.exception("server %s: %s failed (attempt %d); retrying in %.1f s",
                                  self.server_id, self.component, failures, pause)
             self.stopping.wait(self.interval if pause is None else pause)

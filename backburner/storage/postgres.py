@@ -441,10 +441,17 @@ class PostgresStorage(Storage):
         if limit <= 0 or not queues:
             return []
         tokens = [uuid.uuid4().hex for _ in range(limit)]
+        s = self._s
         try:
+            # A claim is a sign of life: renewing the heartbeat in the same
+            # statement keeps a server that was just frozen from taking jobs
+            # that the watchdog would take back at once as a dead server's.
             rows = self._run("fetch jobs", lambda conn: conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM {self._s}.claim_jobs(%s::text[], %s, %s::text[])",
-                (list(queues), server_id, tokens)).fetchall())
+                f"WITH claimed AS (SELECT * FROM {s}.claim_jobs(%s::text[], %s, %s::text[])), "
+                f"beat AS (UPDATE {s}.servers SET heartbeat_at = {_NOW} "
+                "  WHERE id = %s AND EXISTS (SELECT 1 FROM claimed)) "
+                f"SELECT {_JOB_COLUMNS} FROM claimed",
+                (list(queues), server_id, tokens, server_id)).fetchall())
         except StorageError as exc:
             # A connection that failed during the claim may have failed after
             # the commit, so the claim may have taken jobs that no worker will perform.

@@ -12,15 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from chaos_scenarios import open_run
 
 
 def test_fetch_after_freeze(backend_name: str, tmp_path: Path) -> None:
-    if backend_name != "sqlite":
-        # TODO: renew the heartbeat in the claim on PostgreSQL and Redis too, as
-        # SQLite does; until then the server heartbeats before it fetches.
-        pytest.xfail("fetch_jobs does not renew the server's heartbeat on this backend")
     with open_run(backend_name, tmp_path) as run:
         storage = run.client.storage
         storage.announce_server("frozen-server", ["default"], 1, {})

@@ -362,3 +362,37 @@ def test_frozen_server_result_rejected(app: Backburner, shared_url: str,
     assert RECOVERED in job.history[2].reason
     assert frozen.alive()
     assert survivor.alive()
+
+
+# -- outages longer than the server timeout -----------------------------------
+
+
+def test_long_outage_recovers_nothing(aof_redis: RedisProcess) -> None:
+    # After an outage longer than the server timeout every heartbeat is old.
+    # A watchdog that judged at once would take back the jobs of live servers;
+    # it must wait until they have had time to heartbeat again.
+    app = Backburner(f"redis://127.0.0.1:{aof_redis.port}/0?prefix=bb-long:")
+
+    @app.job(name="outage.hold", retries=0)
+    def hold(seconds: float) -> None:
+        time.sleep(seconds)
+
+    settings = {"workers": 1, "heartbeat_interval": 0.5, "server_timeout": 2.0}
+    try:
+        with app.server(**settings), app.server(**settings):
+            wait_for(lambda: len(app.storage.list_servers()) == 2, 30, "two servers")
+            job_ids = [hold.enqueue(8.0) for _ in range(2)]
+            wait_for(lambda: app.storage.count_jobs_by_state()[states.PROCESSING] == 2, 30,
+                     "both jobs to start")
+            aof_redis.kill()
+            time.sleep(5.0)  # more than twice the server timeout
+            aof_redis.start()
+            wait_for(lambda: app.storage.count_jobs_by_state()[states.SUCCEEDED] == 2, 60,
+                     "both jobs to succeed")
+        histories = {job_id: [entry.state for entry in app.get_job(job_id).history]
+                     for job_id in job_ids}
+    finally:
+        app.close()
+
+    assert list(histories.values()) == [[states.ENQUEUED, states.PROCESSING,
+                                         states.SUCCEEDED]] * 2

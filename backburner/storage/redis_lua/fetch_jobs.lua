@@ -13,6 +13,7 @@
 --   state:Processing     claimed ids added
 --   leases               token -> id
 --   state-counts         Enqueued down, Processing up
+--   servers              the claiming server's heartbeat renewed, if it is registered
 --   wakeup:<name>        emptied when the queue is empty, refilled with one token
 --                        when jobs remain (so a blocked fetcher is not left asleep)
 
@@ -53,6 +54,10 @@ end
 if #claimed > 0 then
   redis.call('HINCRBY', P .. 'state-counts', 'Enqueued', -#claimed)
   redis.call('HINCRBY', P .. 'state-counts', 'Processing', #claimed)
+  -- A claim is a sign of life: renewing a registered server's heartbeat here
+  -- keeps a server that was just frozen from taking jobs that the watchdog
+  -- would take back at once as a dead server's.
+  redis.call('ZADD', P .. 'servers', 'XX', now_text, server_id)
 end
 
 for position = 1, queue_count do
