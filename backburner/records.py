@@ -70,6 +70,8 @@ class StateChange:
     delay: float | None = None
     #: Set the job's automatic retry count (None keeps it).
     retry_count: int | None = None
+    #: Set the job's count of crash requeues (None keeps it).
+    crash_count: int | None = None
     #: Final states: seconds until the job is removed (None: never).
     expire_in: float | None = None
 

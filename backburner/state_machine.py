@@ -124,9 +124,14 @@ class StateMachine:
         return self.apply([change])[0]
 
     def requeue(self, job_id: str, reason: str = "Requeued by request") -> bool:
-        """Move a job to Enqueued from any state; a running attempt's outcome is then discarded."""
+        """Move a job to Enqueued from any state, with fresh retry and crash counts.
+
+        A running attempt's outcome is then discarded. The job gets its full
+        number of automatic retries and crash requeues again, as a new job would.
+        """
         change = StateChange(job_id, states.ENQUEUED, reason,
-                             expected=states.sources_of(states.ENQUEUED))
+                             expected=states.sources_of(states.ENQUEUED),
+                             retry_count=0, crash_count=0)
         return self.apply([change])[0]
 
     def enqueue_now(self, job_id: str, reason: str = "Enqueued by request") -> bool:

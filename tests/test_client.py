@@ -16,6 +16,7 @@ from backends import BACKENDS, storage_space
 
 from backburner import (Backburner, ConfigurationError, InvalidArguments, JobContext,
                         JobNotRegistered, PayloadTooLarge)
+from backburner.records import StateChange
 
 
 @pytest.fixture(params=BACKENDS)
@@ -206,6 +207,22 @@ def test_delete_and_requeue(app: Backburner) -> None:
     assert app.get_job(job_id).state == "Enqueued"  # type: ignore[union-attr]
     assert app.requeue("missing") is False
     assert app.get_job("missing") is None
+
+
+def test_requeue_gives_fresh_retries(app: Backburner) -> None:
+    @app.job
+    def noop() -> None: ...
+
+    job_id = noop.enqueue()
+    job = app.storage.fetch_jobs(["default"], "server-a", 1)[0]
+    app.storage.change_states([StateChange(job_id, "Failed", lease_token=job.lease_token,
+                                           retry_count=10, crash_count=3)])
+    requeued = app.requeue(job_id)
+    record = app.storage.get_job(job_id)
+
+    assert requeued is True
+    assert record is not None
+    assert (record.state, record.retry_count, record.crash_count) == ("Enqueued", 0, 0)
 
 
 def test_storage_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

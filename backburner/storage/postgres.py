@@ -929,9 +929,9 @@ class _Transaction:
         self.awaiting_parents = awaiting_parents
         self.history: list[tuple[str, str, str | None, str, float]] = []
         #: State updates not sent yet, by job id: (state, at, due_at, expire_at,
-        #: retry_count, crash increment).
+        #: retry_count, crash_count, crash increment).
         self.updates: dict[str, tuple[str, float, float | None, float | None, int | None,
-                                      int]] = {}
+                                      int | None, int]] = {}
         self.counts: Counter[tuple[str, str, float]] = Counter()
         self.count_expiry: dict[tuple[str, str, float], float | None] = {}
         self.enqueued: list[str] = []
@@ -996,7 +996,7 @@ class _Transaction:
             due_at = change.due_at if change.due_at is not None else self.now + (change.delay
                                                                                    or 0.0)
         self.set_state(change.job_id, change.state, due_at=due_at, expire_in=change.expire_in,
-                       retry_count=change.retry_count)
+                       retry_count=change.retry_count, crash_count=change.crash_count)
         for entry in change.traversed:
             self.add_history(change.job_id, entry)
         data = {**change.data, **_due_data(due_at)}
@@ -1006,12 +1006,13 @@ class _Transaction:
 
     def set_state(self, job_id: str, state: str, *, due_at: float | None = None,
                   expire_in: float | None = None, retry_count: int | None = None,
-                  crash: bool = False) -> None:
+                  crash_count: int | None = None, crash: bool = False) -> None:
         expire_at = (self.now + expire_in
                      if state in states.FINAL_STATES and expire_in is not None else None)
         if job_id in self.updates:
             self.send_updates()  # one statement may change each row only once
-        self.updates[job_id] = (state, self.now, due_at, expire_at, retry_count, int(crash))
+        self.updates[job_id] = (state, self.now, due_at, expire_at, retry_count, crash_count,
+                                int(crash))
         if job_id in self.current:
             self.current[job_id] = (state, None)
         if state == states.ENQUEUED:
@@ -1103,11 +1104,11 @@ class _Transaction:
             "enqueued_at = CASE WHEN u.state = 'Enqueued' THEN u.at END, due_at = u.due_at, "
             "expire_at = u.expire_at, lease_token = NULL, server_id = NULL, "
             "retry_count = coalesce(u.retry_count, j.retry_count), "
-            "crash_count = j.crash_count + u.crash "
+            "crash_count = coalesce(u.crash_count, j.crash_count) + u.crash "
             "FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], %s::float8[], "
-            "%s::integer[], %s::integer[]) AS u(id, state, at, due_at, expire_at, "
-            "retry_count, crash) WHERE j.id = u.id",
-            (ids, *([value[index] for value in values] for index in range(6))))
+            "%s::integer[], %s::integer[], %s::integer[]) AS u(id, state, at, due_at, "
+            "expire_at, retry_count, crash_count, crash) WHERE j.id = u.id",
+            (ids, *([value[index] for value in values] for index in range(7))))
 
     def finish(self) -> None:
         """Write the collected updates, history rows, counter increments and notifications."""

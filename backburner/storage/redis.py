@@ -418,7 +418,8 @@ class RedisStorage(Storage):
                          change.lease_token or "", traversed, _optional(change.due_at),
                          _optional(change.delay),
                          "" if change.retry_count is None else str(int(change.retry_count)),
-                         _optional(change.expire_in)])
+                         _optional(change.expire_in),
+                         "" if change.crash_count is None else str(int(change.crash_count))])
         with self._errors("change job states"):
             results = self._run("change_states", [_json_argument(rows)])
         return [bool(result) for result in results]

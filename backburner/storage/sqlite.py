@@ -311,7 +311,8 @@ class SQLiteStorage(Storage):
         if change.state == states.SCHEDULED:
             due_at = change.due_at if change.due_at is not None else now + (change.delay or 0.0)
         self._set_state(conn, change.job_id, change.state, now, due_at=due_at,
-                        expire_in=change.expire_in, retry_count=change.retry_count)
+                        expire_in=change.expire_in, retry_count=change.retry_count,
+                        crash_count=change.crash_count)
         for entry in change.traversed:
             self._add_history(conn, change.job_id, entry, now)
         data = {**change.data, **_due_data(due_at)}
@@ -321,14 +322,16 @@ class SQLiteStorage(Storage):
 
     def _set_state(self, conn: sqlite3.Connection, job_id: str, state: str, now: float, *,
                    due_at: float | None = None, expire_in: float | None = None,
-                   retry_count: int | None = None, crash: bool = False) -> None:
+                   retry_count: int | None = None, crash_count: int | None = None,
+                   crash: bool = False) -> None:
         expire_at = now + expire_in if state in states.FINAL_STATES and expire_in is not None else None
         conn.execute(
             "UPDATE jobs SET state = ?, state_at = ?, enqueued_at = ?, due_at = ?, "
             "expire_at = ?, lease_token = NULL, server_id = NULL, "
-            "retry_count = COALESCE(?, retry_count), crash_count = crash_count + ? WHERE id = ?",
+            "retry_count = COALESCE(?, retry_count), crash_count = COALESCE(?, crash_count) + ? "
+            "WHERE id = ?",
             (state, now, now if state == states.ENQUEUED else None, due_at, expire_at,
-             retry_count, int(crash), job_id))
+             retry_count, crash_count, int(crash), job_id))
 
     def _after_state_entered(self, conn: sqlite3.Connection, job_id: str, state: str,
                              now: float, expire_in: float | None) -> None:

@@ -134,6 +134,19 @@ def test_change_retry_count_kept(storage: Storage, jobs) -> None:
     assert jobs.get(job.id).retry_count == 2
 
 
+def test_change_crash_count_set_and_kept(storage: Storage, jobs) -> None:
+    job = jobs.processing(server_id="dead-server")
+    time.sleep(0.05)
+    storage.recover_jobs_of_dead_servers(0.01, 3)
+    crashed = jobs.get(job.id).crash_count
+    storage.change_states([StateChange(job.id, states.DELETED)])
+    kept = jobs.get(job.id).crash_count
+    storage.change_states([StateChange(job.id, states.ENQUEUED, crash_count=0, retry_count=0)])
+
+    assert (crashed, kept) == (1, 1)
+    assert (jobs.get(job.id).crash_count, jobs.get(job.id).retry_count) == (0, 0)
+
+
 def test_change_scheduled_delay(storage: Storage, jobs) -> None:
     job_id = jobs.create()
     before = storage.now()

@@ -1,10 +1,10 @@
 -- change_states: apply compare-and-set state changes in order; later changes see earlier ones.
 --
--- ARGV[1] prefix, ARGV[2] a JSON array with one array of 11 strings per change:
+-- ARGV[1] prefix, ARGV[2] a JSON array with one array of 12 strings per change:
 -- job id, state, reason (JSON), data (JSON object), expected states
 -- (comma-separated, '' = any), lease token, traversed entries (newline-separated
 -- JSON arrays [state, reason, data] without the closing bracket), due_at, delay,
--- retry_count, expire_in ('' = None).
+-- retry_count, expire_in, crash_count ('' = None).
 -- Returns 1 for each change applied and 0 for each change rejected.
 --
 -- Keys touched (under the prefix, see common.lua):
@@ -40,7 +40,8 @@ for index, change in ipairs(changes) do
     end
     local expire_in = optional_number(change[11])
     set_state(job, state, now, {due_at = due_at, expire_in = expire_in,
-                                retry_count = optional(change[10])})
+                                retry_count = optional(change[10]),
+                                crash_count = optional(change[12])})
     for entry in string.gmatch(change[7], '[^\n]+') do
       redis.call('RPUSH', P .. 'history:' .. id, entry .. ', ' .. num(now) .. ']')
     end

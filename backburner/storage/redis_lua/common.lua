@@ -141,7 +141,8 @@ end
 -- Move a job (as read_job returns it) to `state` at `now`, as SQLiteStorage's
 -- _set_state does: drop the lease and the due and expiry times, then set the
 -- ones the new state has. options: due_at (Scheduled), expire_in (final
--- states; nil or 0 means never), retry_count, crash (add one to crash_count).
+-- states; nil or 0 means never), retry_count, crash_count, crash (add one to
+-- crash_count).
 local function set_state(job, state, now, options)
   local key = job_key(job.id)
   remove_from_index(job.id, job.state, job.queue)
@@ -175,6 +176,9 @@ local function set_state(job, state, now, options)
     -- not a whole number (read_job reads one as 0).
     table.insert(fields, 'crash_count')
     table.insert(fields, job.crash_count + 1)
+  elseif options.crash_count then
+    table.insert(fields, 'crash_count')
+    table.insert(fields, options.crash_count)
   end
   redis.call('HSET', key, unpack(fields))
   add_to_index(job.id, state, job.queue, score)
