@@ -15,6 +15,8 @@ import pytest
 from backends import BACKENDS, storage_space
 
 from backburner import Backburner, Job, JobContext
+from backburner.records import StateChange
+from backburner.server.outcomes import OutcomeWriter
 
 
 @pytest.fixture(params=BACKENDS)
@@ -324,3 +326,21 @@ def test_lone_surrogate_message_recorded(app: Backburner) -> None:
 
     assert "\\udc80" in (failed.history[-1].reason or "")
     assert failed.history[-1].data["exception_message"] == "bad \\udc80 text"
+
+
+def test_outcome_written_by_lost_reply_is_recognised(app: Backburner) -> None:
+    # A write whose reply was lost may have committed; its retry is then
+    # rejected, and the writer must tell that apart from a discarded outcome.
+    @app.job
+    def noop() -> None: ...
+
+    written, requeued = noop.enqueue(), noop.enqueue()
+    fetched = {job.id: job for job in app.storage.fetch_jobs(["default"], "server-a", 2)}
+    changes = {job_id: StateChange(job_id, "Succeeded", lease_token=job.lease_token)
+               for job_id, job in fetched.items()}
+    app.storage.change_states([changes[written]])
+    app.requeue(requeued)
+    writer = OutcomeWriter(app.state_machine, "server-a")
+
+    assert writer._written_before(changes[written]) is True
+    assert writer._written_before(changes[requeued]) is False

@@ -46,8 +46,10 @@ class Loop(threading.Thread):
             except Exception:
                 failures += 1
                 pause = min(backoff(failures), self.interval)
-                logger.exception("server %s: %s failed (attempt %d); retrying in %.1f s",
-                                 self.server_id, self.component, failures, pause)
+                # The traceback once per run of failures: an outage repeats the same one.
+                logger.error("server %s: %s failed (attempt %d); retrying in %.1f s",
+                             self.server_id, self.component, failures, pause,
+                             exc_info=failures == 1)
             self.stopping.wait(self.interval if pause is None else pause)
         logger.debug("server %s: %s stopped", self.server_id, self.component)
 

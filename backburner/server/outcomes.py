@@ -90,8 +90,9 @@ class OutcomeWriter(threading.Thread):
             except StorageError:
                 failures += 1
                 pause = backoff(failures)
-                logger.exception("server %s: writing %d job outcome(s) failed (attempt %d); "
-                                 "retrying in %.1f s", self.server_id, len(batch), failures, pause)
+                logger.error("server %s: writing %d job outcome(s) failed (attempt %d); "
+                             "retrying in %.1f s", self.server_id, len(batch), failures, pause,
+                             exc_info=failures == 1)
                 self._abandon.wait(pause)
             except Exception:
                 # Not an outage but a change the storage cannot take: write the
@@ -108,11 +109,23 @@ class OutcomeWriter(threading.Thread):
             return
 
         for change, applied in zip(batch, results):
-            if not applied:
+            if not applied and not (failures and self._written_before(change)):
                 logger.warning(
                     "server %s: outcome %s of job %s discarded: the job was deleted, requeued "
                     "or recovered by another server while it ran", self.server_id, change.state,
                     change.job_id)
+
+    def _written_before(self, change: StateChange) -> bool:
+        """Return True if a failed attempt whose reply was lost did write ``change``."""
+        try:
+            job = self.state_machine.storage.get_job(change.job_id, history=False)
+        except StorageError:
+            return False
+        if job is None or job.state != change.state or job.lease_token is not None:
+            return False
+        logger.info("server %s: outcome %s of job %s was written by an attempt whose reply "
+                    "was lost", self.server_id, change.state, change.job_id)
+        return True
 
     def _write_alone(self, change: StateChange) -> bool:
         try:

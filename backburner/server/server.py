@@ -274,8 +274,8 @@ class Server:
                 # Each failed fetch already waited for the storage to answer, so
                 # keep the pause short: work resumes soon after an outage ends.
                 pause = min(backoff(failures), FETCH_MAX_BACKOFF)
-                logger.exception("server %s: fetching jobs failed (attempt %d); retrying in "
-                                 "%.1f s", self.id, failures, pause)
+                logger.error("server %s: fetching jobs failed (attempt %d); retrying in %.1f s",
+                             self.id, failures, pause, exc_info=failures == 1)
                 self._stopping.wait(pause)
                 continue
             with self._idle_changed:
