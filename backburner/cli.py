@@ -373,12 +373,15 @@ def _job_summary(job: Job) -> dict[str, Any]:
 @click.option("--trusted-proxy", "trusted_proxies", multiple=True,
               help="Address or network of a reverse proxy whose X-Forwarded-For header "
                    "names the client. Repeat for several.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True,
+              help="Another name of this machine that browsers may open the dashboard by "
+                   "(besides localhost and its addresses). Repeat for several.")
 @click.option("--log-level", envvar="BACKBURNER_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="Logging level. Env: BACKBURNER_LOG_LEVEL.")
 def dashboard(app_target: str, host: str, port: int, storage_url: str | None, root_path: str,
               read_only: bool, secret: str | None, trusted_proxies: tuple[str, ...],
-              log_level: str) -> None:
+              allowed_hosts: tuple[str, ...], log_level: str) -> None:
     """Serve the web dashboard with uvicorn (local requests only)."""
     import uvicorn
 
@@ -389,7 +392,8 @@ def dashboard(app_target: str, host: str, port: int, storage_url: str | None, ro
     if storage_url:
         app.use_storage(storage_url)
     try:
-        hooks = [local_requests_only(trusted_proxies=trusted_proxies)]
+        hooks = [local_requests_only(trusted_proxies=trusted_proxies,
+                                     allowed_hosts=allowed_hosts)]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--trusted-proxy") from None
     asgi_app = app.dashboard(authorization=hooks, read_only=read_only, secret=secret)

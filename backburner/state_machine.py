@@ -45,9 +45,9 @@ def exception_data(error: BaseException) -> dict[str, Any]:
     except Exception:
         text = "<traceback could not be formatted>"
     return {
-        "exception_type": f"{kind.__module__}.{kind.__qualname__}",
+        "exception_type": safe_str(f"{kind.__module__}.{kind.__qualname__}"),
         "exception_message": safe_str(error)[:MAX_MESSAGE_CHARS],
-        "traceback": text[-MAX_TRACEBACK_CHARS:],
+        "traceback": safe_str(text[-MAX_TRACEBACK_CHARS:]),
     }
 
 
@@ -88,7 +88,7 @@ class StateMachine:
         Hangfire does, so the history shows every exception.
         """
         data = exception_data(error)
-        reason = reason or f"{type(error).__name__}: {safe_str(error)[:200]}"
+        reason = reason or f"{safe_str(type(error).__name__)}: {safe_str(error)[:200]}"
         failed = HistoryEntry(states.FAILED, reason, data)
         guard: dict[str, Any] = {"expected": (states.PROCESSING,), "lease_token": job.lease_token}
 

@@ -93,8 +93,12 @@ def routes() -> list[Route]:
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    """Return ``data`` as JSON, writing dates and other tagged values as strings."""
-    body = json.dumps(data, ensure_ascii=False, default=views.display_value)
+    """Return ``data`` as JSON, writing dates and other tagged values as strings.
+
+    ASCII output escapes every character, so text from jobs that holds lone
+    surrogates (valid in Python strings, not in UTF-8) cannot break the response.
+    """
+    body = json.dumps(data, ensure_ascii=True, default=views.display_value)
     return Response(body, status_code=status, media_type="application/json")
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import jinja2
+import markupsafe
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
@@ -88,7 +89,8 @@ def _hooks(authorization: AuthorizationHook | Sequence[AuthorizationHook] | None
 def _templates() -> Jinja2Templates:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        finalize=_encodable)
     environment.filters.update(
         time=format_time, iso=iso_time, duration=format_duration, segment=_segment,
         query=_query)
@@ -96,11 +98,19 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=environment)
 
 
+def _encodable(value: Any) -> Any:
+    """Escape lone surrogates in text printed by a template, which UTF-8 cannot encode."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _segment(value: Any) -> str:
     """Quote a value for one URL path segment (slashes included)."""
-    return quote(str(value), safe="")
+    return quote(str(value), safe="", errors="backslashreplace")
 
 
 def _query(params: dict[str, Any]) -> str:
     """Encode query parameters, leaving out empty ones."""
-    return urlencode({key: value for key, value in params.items() if value not in (None, "")})
+    return urlencode({key: value for key, value in params.items() if value not in (None, "")},
+                     errors="backslashreplace")

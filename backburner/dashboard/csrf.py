@@ -4,7 +4,8 @@ A state-changing request passes only if
 
 1. it is not cross-origin. ``Sec-Fetch-Site`` (sent by current browsers) must
    be ``same-origin`` or ``none``. ``Origin``, when present, must name the
-   host the request was sent to or an origin the application allowed.
+   host the request was sent to or an origin the application allowed; without
+   ``Origin``, a ``Referer`` must do the same.
 2. it carries the token from the ``backburner_csrf`` cookie again, in the
    ``csrf_token`` form field or the ``X-CSRF-Token`` header. Another site can
    make the browser send the cookie but cannot read it, so it cannot copy it.
@@ -70,13 +71,24 @@ def cross_origin_reason(request: Request, allowed_origins: Iterable[str] = ()) -
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         return f"cross-site request (Sec-Fetch-Site: {fetch_site})"
 
+    host = request.headers.get("host", "").lower()
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is not None:
+        parts = urlsplit(origin)
+        if origin in allowed_origins:
+            return None
+        if origin == "null" or not parts.netloc or parts.netloc.lower() != host:
+            return "the Origin header does not match this dashboard's host"
         return None
-    if origin in allowed_origins:
+
+    # Without Origin (older browsers, some form posts), the Referer tells where
+    # the request came from, when the browser sends it.
+    referer = request.headers.get("referer")
+    if referer is None:
         return None
-    host = request.headers.get("host", "")
-    parts = urlsplit(origin)
-    if origin == "null" or not parts.netloc or parts.netloc.lower() != host.lower():
-        return "the Origin header does not match this dashboard's host"
+    parts = urlsplit(referer)
+    if f"{parts.scheme}://{parts.netloc}" in allowed_origins:
+        return None
+    if parts.netloc.lower() != host:
+        return "the Referer header does not match this dashboard's host"
     return None

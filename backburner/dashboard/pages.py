@@ -296,7 +296,7 @@ def job_details(request: Request) -> Response:
         "page": "job", "job": job, "record": record,
         "arguments": arguments if show_all else arguments[:views.DETAIL_ARGS_CHARS],
         "arguments_cut": not show_all and len(arguments) > views.DETAIL_ARGS_CHARS,
-        "arguments_size": len(arguments.encode()), "timeline": views.timeline(record, now),
+        "arguments_size": len(arguments.encode("utf-8", "surrogatepass")), "timeline": views.timeline(record, now),
         "parent": parent, "continuations": views.job_rows(storage, continuations, now),
         "continuations_cut": more, "continuations_shown": views.CONTINUATIONS_SHOWN,
         "server_warning": warning,

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -72,7 +73,8 @@ def _as_access(result: object) -> Access:
 # -- local requests ---------------------------------------------------------------
 
 
-def local_requests_only(trusted_proxies: Iterable[str] = ()) -> AuthorizationHook:
+def local_requests_only(trusted_proxies: Iterable[str] = (),
+                        allowed_hosts: Iterable[str] = ()) -> AuthorizationHook:
     """Return a hook that allows only requests from this machine.
 
     The client is the ASGI ``client`` address (the TCP peer). ``X-Forwarded-For``
@@ -80,18 +82,49 @@ def local_requests_only(trusted_proxies: Iterable[str] = ()) -> AuthorizationHoo
     networks such as ``"10.0.0.0/8"``): the client is then the rightmost
     address in the header that is not a trusted proxy. An unknown client is
     rejected.
+
+    The Host header must name this machine too: ``localhost``, a loopback
+    address, the server's own address, or one of ``allowed_hosts`` (host
+    names without port). Otherwise a web page could point its own host name
+    at 127.0.0.1 (DNS rebinding) and read or drive the dashboard from the
+    user's browser.
     """
     networks = [ipaddress.ip_network(item, strict=False) for item in trusted_proxies]
+    hosts = frozenset(host.lower() for host in allowed_hosts)
 
     def local_only(request: Request) -> Access:
         client = client_address(request, networks)
-        if client is not None and is_local(client, request):
-            return FULL_ACCESS
-        logger.info("dashboard request from %s rejected: only local requests are allowed",
-                    client or "an unknown client")
-        return Access(False, reason="only requests from this machine may open this dashboard")
+        if client is None or not is_local(client, request):
+            logger.info("dashboard request from %s rejected: only local requests are allowed",
+                        client or "an unknown client")
+            return Access(False,
+                          reason="only requests from this machine may open this dashboard")
+        host = host_name(request)
+        if host not in hosts and not _names_this_machine(host, request):
+            logger.info("dashboard request for host %r rejected: not a name of this machine",
+                        host)
+            return Access(False, reason=(
+                f"the dashboard was opened as {host!r}, which is not a name of this machine; "
+                "open it as localhost or 127.0.0.1, or list the name in "
+                "local_requests_only(allowed_hosts=...)"))
+        return FULL_ACCESS
 
     return local_only
+
+
+def host_name(request: Request) -> str:
+    """Return the host name of the Host header, lowercase, without port or brackets."""
+    try:
+        return urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    except ValueError:
+        return ""
+
+
+def _names_this_machine(host: str, request: Request) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    address = _parse_ip(host)
+    return address is not None and is_local(address, request)
 
 
 def client_address(request: Request, trusted: Sequence[IPNetwork] = ()) -> IPAddress | None:

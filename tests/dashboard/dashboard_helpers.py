@@ -18,6 +18,8 @@ from backburner.retry import RetryPolicy
 
 LOCAL = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.7", 50000)
+#: The address local test clients open the dashboard by (the Host header must name this machine).
+LOCAL_URL = "http://127.0.0.1"
 
 #: Hostile strings for every job-controlled field; each would run script if
 #: written into a page unescaped.

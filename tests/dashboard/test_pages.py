@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from dashboard_helpers import LOCAL, Seeded, add_raw_job
+from dashboard_helpers import LOCAL, LOCAL_URL, Seeded, add_raw_job
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -77,7 +77,7 @@ def test_succeeded_list_shows_duration(client: TestClient, seeded: Seeded) -> No
 
 def test_processing_warns_of_silent_server(app: Backburner, seeded: Seeded) -> None:
     dashboard = app.dashboard(server_aborted_threshold=0.0)
-    with TestClient(dashboard, client=LOCAL) as client:
+    with TestClient(dashboard, client=LOCAL, base_url=LOCAL_URL) as client:
         html = client.get("/jobs/processing").text
 
     assert seeded.processing in html
@@ -253,7 +253,7 @@ def test_static_assets_served(client: TestClient) -> None:
 
 def test_mount_under_subpath(app: Backburner, seeded: Seeded) -> None:
     outer = Starlette(routes=[Mount("/ops/jobs", app=app.dashboard())])
-    with TestClient(outer, client=LOCAL) as client:
+    with TestClient(outer, client=LOCAL, base_url=LOCAL_URL) as client:
         html = client.get("/ops/jobs/jobs/failed").text
         css = client.get("/ops/jobs/static/dashboard.css")
         search = client.get(f"/ops/jobs/search?q={seeded.failed}", follow_redirects=False)
@@ -267,7 +267,7 @@ def test_mount_under_subpath(app: Backburner, seeded: Seeded) -> None:
 
 
 def test_root_path_from_server(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(), client=LOCAL, root_path="/proxy") as client:
+    with TestClient(app.dashboard(), client=LOCAL, base_url=LOCAL_URL, root_path="/proxy") as client:
         html = client.get("/proxy/jobs/failed").text
 
     assert 'href="/proxy/static/dashboard.css"' in html

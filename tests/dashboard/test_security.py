@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import html as html_lib
+from typing import Any
 
 import pytest
 from dashboard_helpers import (
     LOCAL,
+    LOCAL_URL,
     REMOTE,
     XSS_CORPUS,
     Seeded,
@@ -41,7 +43,7 @@ def basic(name: str, password: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("path", GUARDED)
 def test_remote_rejected(app: Backburner, path: str) -> None:
-    with TestClient(app.dashboard(), client=REMOTE) as client:
+    with TestClient(app.dashboard(), client=REMOTE, base_url=LOCAL_URL) as client:
         response = client.get(path)
 
     assert response.status_code == 403
@@ -49,7 +51,7 @@ def test_remote_rejected(app: Backburner, path: str) -> None:
 
 
 def test_remote_post_rejected(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(), client=REMOTE) as client:
+    with TestClient(app.dashboard(), client=REMOTE, base_url=LOCAL_URL) as client:
         response = client.post("/actions/delete", data={"ids": [seeded.failed]})
 
     assert response.status_code == 403
@@ -58,18 +60,18 @@ def test_remote_post_rejected(app: Backburner, seeded: Seeded) -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1"])
 def test_loopback_allowed(app: Backburner, host: str) -> None:
-    with TestClient(app.dashboard(), client=(host, 1)) as client:
+    with TestClient(app.dashboard(), client=(host, 1), base_url=LOCAL_URL) as client:
         assert client.get("/").status_code == 200
 
 
 @pytest.mark.parametrize("host", ["testclient", "", "10.0.0.1", "::ffff:10.0.0.1"])
 def test_unknown_or_remote_rejected(app: Backburner, host: str) -> None:
-    with TestClient(app.dashboard(), client=(host, 1)) as client:
+    with TestClient(app.dashboard(), client=(host, 1), base_url=LOCAL_URL) as client:
         assert client.get("/").status_code == 403
 
 
 def test_forwarded_header_ignored(app: Backburner) -> None:
-    with TestClient(app.dashboard(), client=REMOTE) as client:
+    with TestClient(app.dashboard(), client=REMOTE, base_url=LOCAL_URL) as client:
         response = client.get("/", headers={"X-Forwarded-For": "127.0.0.1"})
 
     assert response.status_code == 403
@@ -77,7 +79,7 @@ def test_forwarded_header_ignored(app: Backburner) -> None:
 
 def test_trusted_proxy_forwarding(app: Backburner) -> None:
     hook = local_requests_only(trusted_proxies=["10.0.0.0/8"])
-    with TestClient(app.dashboard(authorization=hook), client=("10.1.2.3", 1)) as client:
+    with TestClient(app.dashboard(authorization=hook), client=("10.1.2.3", 1), base_url=LOCAL_URL) as client:
         local = client.get("/", headers={"X-Forwarded-For": "127.0.0.1"})
         remote = client.get("/", headers={"X-Forwarded-For": "203.0.113.9"})
         spoofed = client.get("/", headers={"X-Forwarded-For": "127.0.0.1, 203.0.113.9"})
@@ -95,7 +97,7 @@ def test_custom_hook_async(app: Backburner) -> None:
     async def header_hook(request: Request) -> bool:
         return request.headers.get("x-team") == "ops"
 
-    with TestClient(app.dashboard(authorization=[header_hook]), client=REMOTE) as client:
+    with TestClient(app.dashboard(authorization=[header_hook]), client=REMOTE, base_url=LOCAL_URL) as client:
         allowed = client.get("/", headers={"X-Team": "ops"})
         denied = client.get("/static/dashboard.css")
 
@@ -105,7 +107,7 @@ def test_custom_hook_async(app: Backburner) -> None:
 
 def test_all_hooks_must_pass(app: Backburner) -> None:
     hooks = [local_requests_only(), lambda request: Access(False, status=418, reason="tea")]
-    with TestClient(app.dashboard(authorization=hooks), client=LOCAL) as client:
+    with TestClient(app.dashboard(authorization=hooks), client=LOCAL, base_url=LOCAL_URL) as client:
         response = client.get("/")
 
     assert response.status_code == 418
@@ -122,7 +124,7 @@ def test_empty_hook_list_rejected(app: Backburner) -> None:
 
 def test_basic_auth(app: Backburner) -> None:
     hook = basic_auth({"admin": "s3cret"})
-    with TestClient(app.dashboard(authorization=hook), client=REMOTE) as client:
+    with TestClient(app.dashboard(authorization=hook), client=REMOTE, base_url=LOCAL_URL) as client:
         missing = client.get("/")
         wrong = client.get("/", headers=basic("admin", "nope"))
         wrong_user = client.get("/", headers=basic("root", "s3cret"))
@@ -141,7 +143,7 @@ def test_basic_auth(app: Backburner) -> None:
 
 def test_basic_auth_read_only_user(app: Backburner, seeded: Seeded) -> None:
     hook = basic_auth({"admin": "a"}, read_only_users={"viewer": "v"})
-    with TestClient(app.dashboard(authorization=hook), client=REMOTE) as client:
+    with TestClient(app.dashboard(authorization=hook), client=REMOTE, base_url=LOCAL_URL) as client:
         client.headers.update(basic("viewer", "v"))
         page = client.get("/jobs/failed").text
         token = client.cookies.get("backburner_csrf")
@@ -153,7 +155,7 @@ def test_basic_auth_read_only_user(app: Backburner, seeded: Seeded) -> None:
 
 
 def test_read_only_dashboard(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(read_only=True), client=LOCAL) as client:
+    with TestClient(app.dashboard(read_only=True), client=LOCAL, base_url=LOCAL_URL) as client:
         listing = client.get("/jobs/failed").text
         details = client.get(f"/jobs/details/{seeded.failed}").text
         token = client.cookies.get("backburner_csrf")
@@ -172,7 +174,7 @@ def test_read_only_dashboard(app: Backburner, seeded: Seeded) -> None:
 
 def test_read_only_hook(app: Backburner, seeded: Seeded) -> None:
     hooks = [local_requests_only(), read_only]
-    with TestClient(app.dashboard(authorization=hooks), client=LOCAL) as client:
+    with TestClient(app.dashboard(authorization=hooks), client=LOCAL, base_url=LOCAL_URL) as client:
         token = csrf_token(client)
         response = post_action(client, "requeue", [seeded.failed], token=token)
 
@@ -202,9 +204,9 @@ def test_post_with_forged_token_rejected(client: TestClient, seeded: Seeded) -> 
 
 
 def test_post_without_cookie_rejected(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(), client=LOCAL) as first:
+    with TestClient(app.dashboard(), client=LOCAL, base_url=LOCAL_URL) as first:
         token = csrf_token(first)
-    with TestClient(app.dashboard(), client=LOCAL) as second:
+    with TestClient(app.dashboard(), client=LOCAL, base_url=LOCAL_URL) as second:
         response = post_action(second, "delete", [seeded.failed], token=token)
 
     assert response.status_code == 403
@@ -245,7 +247,7 @@ def test_same_origin_accepted(client: TestClient, seeded: Seeded) -> None:
 
 def test_allowed_origin_accepted(app: Backburner, seeded: Seeded) -> None:
     dashboard = app.dashboard(allowed_origins=["https://ops.example.com"])
-    with TestClient(dashboard, client=LOCAL) as client:
+    with TestClient(dashboard, client=LOCAL, base_url=LOCAL_URL) as client:
         response = post_action(client, "requeue", [seeded.failed],
                                headers={"Origin": "https://ops.example.com"})
 
@@ -253,9 +255,9 @@ def test_allowed_origin_accepted(app: Backburner, seeded: Seeded) -> None:
 
 
 def test_signed_tokens_shared_by_processes(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(secret="shared"), client=LOCAL) as first:
+    with TestClient(app.dashboard(secret="shared"), client=LOCAL, base_url=LOCAL_URL) as first:
         token = csrf_token(first)
-    with TestClient(app.dashboard(secret="shared"), client=LOCAL) as second:
+    with TestClient(app.dashboard(secret="shared"), client=LOCAL, base_url=LOCAL_URL) as second:
         second.cookies.set("backburner_csrf", token)
         response = post_action(second, "requeue", [seeded.failed], token=token)
 
@@ -263,9 +265,9 @@ def test_signed_tokens_shared_by_processes(app: Backburner, seeded: Seeded) -> N
 
 
 def test_signed_tokens_other_secret(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(secret="one"), client=LOCAL) as first:
+    with TestClient(app.dashboard(secret="one"), client=LOCAL, base_url=LOCAL_URL) as first:
         token = csrf_token(first)
-    with TestClient(app.dashboard(secret="two"), client=LOCAL) as second:
+    with TestClient(app.dashboard(secret="two"), client=LOCAL, base_url=LOCAL_URL) as second:
         second.cookies.set("backburner_csrf", token)
         response = post_action(second, "requeue", [seeded.failed], token=token)
 
@@ -273,7 +275,7 @@ def test_signed_tokens_other_secret(app: Backburner, seeded: Seeded) -> None:
 
 
 def test_planted_cookie_rejected_with_secret(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(secret="shared"), client=LOCAL) as client:
+    with TestClient(app.dashboard(secret="shared"), client=LOCAL, base_url=LOCAL_URL) as client:
         client.cookies.set("backburner_csrf", "chosen-by-attacker.")
         response = post_action(client, "requeue", [seeded.failed], token="chosen-by-attacker.")
 
@@ -281,9 +283,9 @@ def test_planted_cookie_rejected_with_secret(app: Backburner, seeded: Seeded) ->
 
 
 def test_unsigned_tokens_shared(app: Backburner, seeded: Seeded) -> None:
-    with TestClient(app.dashboard(), client=LOCAL) as first:
+    with TestClient(app.dashboard(), client=LOCAL, base_url=LOCAL_URL) as first:
         token = csrf_token(first)
-    with TestClient(app.dashboard(), client=LOCAL) as second:
+    with TestClient(app.dashboard(), client=LOCAL, base_url=LOCAL_URL) as second:
         second.cookies.set("backburner_csrf", token)
         response = post_action(second, "requeue", [seeded.failed], token=token)
 
@@ -292,7 +294,7 @@ def test_unsigned_tokens_shared(app: Backburner, seeded: Seeded) -> None:
 
 def test_csrf_cookie_attributes(app: Backburner) -> None:
     outer = Starlette(routes=[Mount("/ops", app=app.dashboard())])
-    with TestClient(outer, client=LOCAL) as client:
+    with TestClient(outer, client=LOCAL, base_url=LOCAL_URL) as client:
         cookie = client.get("/ops/").headers["set-cookie"]
 
     assert "HttpOnly" in cookie
@@ -326,7 +328,7 @@ def test_security_headers(client: TestClient, path: str) -> None:
 
 
 def test_rejection_has_csp(app: Backburner) -> None:
-    with TestClient(app.dashboard(), client=REMOTE) as client:
+    with TestClient(app.dashboard(), client=REMOTE, base_url=LOCAL_URL) as client:
         headers = client.get("/").headers
 
     assert "content-security-policy" in headers
@@ -409,3 +411,27 @@ def test_hostile_search_escaped(client: TestClient) -> None:
 
         assert payload not in html or "<" not in payload
         assert "<b>" not in html
+
+
+@pytest.mark.parametrize(("host", "hooks", "status"), [
+    ("localhost:8000", None, 200),
+    ("[::1]:8000", None, 200),
+    ("jobs.internal:8000", None, 403),
+    ("jobs.internal:8000", [local_requests_only(allowed_hosts=["Jobs.Internal"])], 200),
+])
+def test_host_must_name_this_machine(app: Backburner, host: str,
+                                     hooks: list[Any] | None, status: int) -> None:
+    with TestClient(app.dashboard(authorization=hooks), client=LOCAL,
+                    base_url=LOCAL_URL) as client:
+        response = client.get("/", headers={"Host": host})
+
+    assert response.status_code == status
+    if status == 403:
+        assert "allowed_hosts" in response.text
+
+
+def test_same_origin_referer_accepted(client: TestClient, seeded: Seeded) -> None:
+    response = post_action(client, "delete", seeded.enqueued[:1],
+                           headers={"Referer": "http://127.0.0.1/jobs/enqueued"})
+
+    assert response.status_code == 303

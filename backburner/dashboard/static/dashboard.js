@@ -47,8 +47,17 @@
     });
   }
 
+  // Own properties only, so a queue named "constructor" or "__proto__" reads as a queue.
+  function own(value, key) {
+    return value != null && Object.prototype.hasOwnProperty.call(value, key) ? value[key] : undefined;
+  }
+
   function lookup(data, path) {
-    return path.split(".").reduce((value, key) => (value == null ? undefined : value[key]), data);
+    // A queue name may contain dots, so everything after "queues." is one key.
+    if (path.startsWith("queues.")) {
+      return own(data.queues, path.slice("queues.".length));
+    }
+    return path.split(".").reduce(own, data);
   }
 
   function updateNumbers(data) {
