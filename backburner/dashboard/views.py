@@ -7,6 +7,7 @@ too, so both show the same values.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -161,15 +162,15 @@ class JobRow:
 def job_rows(storage: Storage, records: Sequence[JobRecord], now: float,
              servers: Sequence[ServerRecord] | None = None,
              threshold: float = SERVER_ABORTED_THRESHOLD) -> list[JobRow]:
-    """Build list rows; final and failed states read each job's history (one query per row)."""
+    """Build list rows; the histories of final and failed jobs are read in one query."""
     heartbeats = {server.id: server.heartbeat_at for server in servers or ()}
-    rows = []
-    for record in records:
-        if record.state in (states.SUCCEEDED, states.FAILED, states.DELETED) \
-                and not record.history:
-            record = storage.get_job(record.id) or record
-        rows.append(_row(record, now, heartbeats, threshold))
-    return rows
+    wanted = [record.id for record in records
+              if record.state in (states.SUCCEEDED, states.FAILED, states.DELETED)
+              and not record.history]
+    histories = storage.get_histories(wanted) if wanted else {}
+    return [_row(dataclasses.replace(record, history=histories[record.id])
+                 if record.id in histories else record, now, heartbeats, threshold)
+            for record in records]
 
 
 def _row(record: JobRecord, now: float, heartbeats: dict[str, float],

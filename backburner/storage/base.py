@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from backburner.records import (
+    HistoryEntry,
     JobRecord,
     NewJob,
     Recovery,
@@ -221,6 +222,13 @@ class Storage(ABC):
                   limit: int = 50) -> list[JobRecord]:
         """Return jobs in ``state``: Enqueued in FIFO order, Scheduled by due time,
         the others newest state change first."""
+
+    @abstractmethod
+    def get_histories(self, job_ids: Sequence[str]) -> dict[str, tuple[HistoryEntry, ...]]:
+        """Return the state history of each of ``job_ids``, oldest entry first, in one read.
+
+        Jobs that do not exist are left out.
+        """
 
     @abstractmethod
     def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:

@@ -820,6 +820,19 @@ class PostgresStorage(Storage):
             "LIMIT %s OFFSET %s", (*params, max(limit, 0), max(offset, 0))).fetchall())
         return [_job_from_row(row, ()) for row in rows]
 
+    def get_histories(self, job_ids: Sequence[str]) -> dict[str, tuple[HistoryEntry, ...]]:
+        ids = [job_id for job_id in job_ids if storable(job_id)]
+        if not ids:
+            return {}
+        rows = self._run("read job histories", lambda conn: conn.execute(
+            f"SELECT job_id, state, reason, data, at FROM {self._s}.history "
+            "WHERE job_id = ANY(%s::text[]) ORDER BY job_id, id", (ids,)).fetchall())
+        found: dict[str, list[HistoryEntry]] = {}
+        for job_id, state, reason, data, at in rows:
+            found.setdefault(job_id, []).append(
+                HistoryEntry(state, _decode_reason(reason), _load_data(data), at))
+        return {job_id: tuple(entries) for job_id, entries in found.items()}
+
     def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:
         rows = self._run("list retries", lambda conn: conn.execute(
             f"SELECT {_JOB_COLUMNS} FROM {self._s}.jobs WHERE {_RETRY_WHERE} "

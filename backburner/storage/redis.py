@@ -607,6 +607,15 @@ class RedisStorage(Storage):
         return [_job_record(job_id, record, ()) for job_id, record in zip(ids, records)
                 if record and record.get("state") == state]
 
+    def get_histories(self, job_ids: Sequence[str]) -> dict[str, tuple[HistoryEntry, ...]]:
+        with self._errors("read job histories"):
+            pipe = self._client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.lrange(self._key("history", job_id), 0, -1)
+            found = pipe.execute()
+        return {job_id: tuple(_history_entry(text) for text in texts)
+                for job_id, texts in zip(job_ids, found) if texts}
+
     def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:
         offset, limit = max(0, offset), max(0, limit)
         if limit == 0:

@@ -636,33 +636,61 @@ class SQLiteStorage(Storage):
 
     def list_jobs(self, state: str, *, queue: str | None = None, offset: int = 0,
                   limit: int = 50) -> list[JobRecord]:
-        if state == states.ENQUEUED:
+        index = ""
+        if state == states.ENQUEUED and queue is not None:
             order = "enqueued_at, id"
+        elif state == states.ENQUEUED:
+            # While a job is Enqueued its enqueued_at equals its state_at (one
+            # write sets both), so jobs_state gives FIFO order over every
+            # queue without sorting the whole backlog.
+            order = "state_at, id"
         elif state == states.SCHEDULED:
-            order = "due_at, id"
+            order, index = "due_at, id", "INDEXED BY jobs_scheduled"
         else:
             order = "state_at DESC, id DESC"
-        where, params = "state = ?", [state]
+        if state in states.ALL_STATES:
+            # A literal state (a known name, so safe to inline) lets SQLite use
+            # that state's partial index (jobs_enqueued, jobs_scheduled); with a
+            # bound parameter the planner cannot match the index's WHERE clause.
+            where, params = f"state = '{state}'", []
+        else:
+            where, params = "state = ?", [state]
         if queue is not None:
             where += " AND queue = ?"
             params.append(queue)
         with self._errors("list jobs"):
             rows = self._connection().execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY {order} "
+                f"SELECT {_JOB_COLUMNS} FROM jobs {index} WHERE {where} ORDER BY {order} "
                 "LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
         return [_job_from_row(row, ()) for row in rows]
+
+    def get_histories(self, job_ids: Sequence[str]) -> dict[str, tuple[HistoryEntry, ...]]:
+        found: dict[str, list[HistoryEntry]] = {}
+        with self._errors("read job histories"):
+            conn = self._connection()
+            for start in range(0, len(job_ids), _IN_CHUNK):
+                chunk = list(job_ids[start:start + _IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                for job_id, state, reason, data, at in conn.execute(
+                        "SELECT job_id, state, reason, data, at FROM history "
+                        f"WHERE job_id IN ({marks}) ORDER BY job_id, id", chunk):
+                    found.setdefault(job_id, []).append(
+                        HistoryEntry(state, reason, _load_data(data), at))
+        return {job_id: tuple(entries) for job_id, entries in found.items()}
 
     def list_retries(self, *, offset: int = 0, limit: int = 50) -> list[JobRecord]:
         with self._errors("list retries"):
             rows = self._connection().execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {_RETRY_WHERE} ORDER BY due_at, id "
+                f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_retries WHERE {_RETRY_WHERE} "
+                "ORDER BY due_at, id "
                 "LIMIT ? OFFSET ?", (max(limit, 0), max(offset, 0))).fetchall()
         return [_job_from_row(row, ()) for row in rows]
 
     def count_retries(self) -> int:
         with self._errors("count retries"):
             row = self._connection().execute(
-                f"SELECT COUNT(*) FROM jobs WHERE {_RETRY_WHERE}").fetchone()
+                f"SELECT COUNT(*) FROM jobs INDEXED BY jobs_retries WHERE {_RETRY_WHERE}"
+            ).fetchone()
         return int(row[0])
 
     def list_continuations(self, parent_id: str, *, limit: int = 100) -> list[JobRecord]:
@@ -691,6 +719,8 @@ class SQLiteStorage(Storage):
 
 #: Jobs waiting for an automatic retry; the partial index jobs_retries covers it.
 _RETRY_WHERE = "state = 'Scheduled' AND retry_count > 0"
+#: Most ids in one IN (...) list, below SQLite's limit on bound parameters.
+_IN_CHUNK = 500
 
 
 def _job_from_row(row: Sequence[Any], history: tuple[HistoryEntry, ...]) -> JobRecord:

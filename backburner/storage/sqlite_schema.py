@@ -110,6 +110,11 @@ MIGRATIONS: list[str] = [
     INSERT INTO job_counts (state, queue, n)
         SELECT state, queue, COUNT(*) FROM jobs GROUP BY state, queue;
 
+    -- lists by state and due time in their full order, without a sort step
+    DROP INDEX jobs_state;
+    CREATE INDEX jobs_state ON jobs (state, state_at, id);
+    DROP INDEX jobs_scheduled;
+    CREATE INDEX jobs_scheduled ON jobs (due_at, id) WHERE state = 'Scheduled';
     -- the dashboard's retries list and a job's continuations in any state
     CREATE INDEX jobs_retries ON jobs (due_at, id) WHERE state = 'Scheduled' AND retry_count > 0;
     CREATE INDEX jobs_parent ON jobs (parent_id, created_at) WHERE parent_id IS NOT NULL;

@@ -328,3 +328,19 @@ def test_interrupt_wakes_fetch(storage: Storage) -> None:
 
     assert woke, "interrupt() did not wake the waiting fetch"
     assert results == [[]]
+
+
+def test_get_histories(storage: Storage, jobs) -> None:
+    done = jobs.processing(queue="a")
+    storage.change_states([StateChange(done.id, states.SUCCEEDED, "done",
+                                       lease_token=done.lease_token)])
+    waiting = jobs.create(queue="b")
+
+    histories = storage.get_histories([done.id, waiting, "missing-job"])
+
+    assert {job_id: [entry.state for entry in entries]
+            for job_id, entries in histories.items()} == {
+        done.id: [states.ENQUEUED, states.PROCESSING, states.SUCCEEDED],
+        waiting: [states.ENQUEUED]}
+    assert histories[done.id] == jobs.get(done.id).history
+    assert storage.get_histories([]) == {}
