@@ -30,7 +30,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "chaos"))
 
+import chaos_faults as faults
+import chaos_faults_poison as poison_faults
+import chaos_faults_skew as skew
+import chaos_faults_sqlite as sqlite_faults
+import chaos_load as load
 import chaos_scenarios as scenarios
+import chaos_soak as soak
 from chaos_checker import Report
 from chaos_harness import BACKENDS, Run
 
@@ -76,6 +82,56 @@ PLAN: dict[str, tuple[str, str, Scenario, Scenario]] = {
              "parents deleted, a busy server of 3 SIGKILLed every 4 s"),
             lambda run: scenarios.continuations(run, parents=300),
             lambda run: scenarios.continuations(run, parents=60)),
+    "t5b": ("memory exhaustion",
+            ("a job that allocates until its server's 1 GiB address-space limit (RLIMIT_AS) "
+             "stops it, among 200 (quick: 30) normal jobs; 2 servers, dead ones restarted"),
+            lambda run: poison_faults.memory_exhaustion(run, normal=200),
+            lambda run: poison_faults.memory_exhaustion(run, normal=30)),
+    "t6": ("storage outage",
+           ("every connection of 2 servers ended (pg_terminate_backend, CLIENT KILL) every "
+            "4 s under load, 10 times (quick: 3); on Redis also a private AOF redis-server "
+            "SIGKILLed, down 5 s and restarted, 3 times (quick: 1); not for SQLite"),
+           lambda run: faults.storage_outage(run, kills=10, restarts=3),
+           lambda run: faults.storage_outage(run, kills=3, restarts=1)),
+    "t7": ("SQLite concurrency",
+           ("a client process enqueuing 50 jobs/s and 2 servers on one SQLite file; a server "
+            "or the client SIGKILLed every 0.3 to 2 s, 50 times (quick: 10), "
+            "integrity_check after each kill; SQLite only"),
+           lambda run: sqlite_faults.sqlite_kills(run, kills=50),
+           lambda run: sqlite_faults.sqlite_kills(run, kills=10)),
+    "t10": ("clock skew",
+            ("servers at -120 s, 0 and +120 s (libfaketime; on SQLite all at +120 s), 100 "
+             "(quick: 20) delayed jobs and a per-second recurring job over 120 s (quick: "
+             "30 s), 2 to 6 s jobs on every server"),
+            lambda run: skew.clock_skew(run, seconds=120.0, delayed=100),
+            lambda run: skew.clock_skew(run, seconds=30.0, delayed=20)),
+    "t19": ("poisoned storage",
+            ("crafted job rows and keys written into the storage: pickle payloads, "
+             "unregistered and os.system-like functions, malformed JSON, wrong types; 40 "
+             "normal jobs alongside"),
+            poison_faults.poisoned_storage, poison_faults.poisoned_storage),
+    "t11": ("retry storm",
+            ("jobs with the default backoff fail while a dependency (a flag file) is down "
+             "for 240 s (quick: 60 s), then it recovers; 2 servers"),
+            lambda run: load.retry_storm(run, jobs=10_000, outage=240.0, max_share_pct=2.0),
+            lambda run: load.retry_storm(run, jobs=1_000, outage=60.0, max_share_pct=2.0)),
+    "t14": ("starvation and fairness",
+            ("queue a flooded with 1-s jobs, queue b fed 1 job/s for 300 s (quick: 60 s), "
+             "3 of 8 workers busy with long jobs; servers list b before a"),
+            lambda run: load.starvation(run, seconds=300.0, b_wait_limit=5.0),
+            lambda run: load.starvation(run, seconds=60.0, b_wait_limit=5.0)),
+    "t15": ("soak",
+            ("50 jobs/s for 30 min (quick: 3 min), 10 % failing their first run, a recurring "
+             "job every minute; retention 300 s (quick: 30 s)"),
+            lambda run: soak.soak(run, seconds=1800.0, retention=300.0,
+                                  expiration_interval=60.0),
+            lambda run: soak.soak(run, seconds=180.0, retention=30.0,
+                                  expiration_interval=10.0)),
+    "t20": ("result retention",
+            ("100,000 jobs (quick: 10,000) in 2 rounds, 5 % failing for good, retention 15 s; "
+             "Failed jobs deleted after the check"),
+            lambda run: soak.retention(run, jobs=100_000),
+            lambda run: soak.retention(run, jobs=10_000)),
 }
 
 #: Figures shown in the summary table, in order.
@@ -86,7 +142,21 @@ SUMMARY = ("jobs", "lost", "duplicates", "kills", "power_losses", "freezes",
            "recovery_freeze_p50_s", "recovery_freeze_p99_s", "zombie_finishes_rejected",
            "released_by_stop", "requeue_stop_max_s", "unexpected_server_exits",
            "failed_or_deleted", "ticks_chaos-tick", "missed_ticks_chaos-tick",
-           "continuations_triggered", "poison_runs", "exit_code", "exit_after_s", "rejected")
+           "continuations_triggered", "poison_runs", "exit_code", "exit_after_s", "rejected",
+           "applies", "storage_kills", "sessions_ended", "resume_after_kill_max_s",
+           "storage_restarts", "resume_after_restart_max_s", "restart_jobs", "restart_lost",
+           "enqueue_error_while_down", "client_kills", "enqueue_rate_per_s",
+           "integrity_checks", "integrity_not_ok", "logs_with_database_locked",
+           "offsets_seen_s", "leases_taken_from_live_servers", "earliest_start_before_due_s",
+           "ticks_chaos-skew", "missed_ticks_chaos-skew", "crafted", "crafted_failed",
+           "canaries_created", "server_up_at_end", "hog_runs", "hog_outcome",
+           "server_exits_caused",
+           "retries", "retry_wave_max_share_pct", "b_wait_p50_s", "b_wait_p99_s",
+           "b_wait_max_s", "waited_while_idle", "claim_to_start_max_s", "a_backlog_at_feed_end",
+           "rate_per_s", "recurring_runs", "rss_max_mib", "rss_growth_pct",
+           "storage_mib_after_warmup", "storage_mib_end", "storage_growth_pct",
+           "stored_jobs_after_warmup", "stored_jobs_end", "failed_kept",
+           "failed_kept_after_expiry", "target_met")
 
 
 def run_backend(backend: str, chosen: list[str], scale: str, out: Path) -> dict[str, Any]:

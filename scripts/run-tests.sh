@@ -38,9 +38,10 @@ start_redis() {
 install_chromium() {
     # The browser tests drive Debian's Chromium through Playwright; Playwright's
     # own browser download does not work on these machines.
-    if command -v chromium >/dev/null; then return; fi
-    echo "installing Chromium"
-    apt-get update -q && apt-get install -y -q chromium
+    # faketime (libfaketime) shifts the clocks of servers in the clock skew test.
+    if command -v chromium >/dev/null && command -v faketime >/dev/null; then return; fi
+    echo "installing Chromium and faketime"
+    apt-get update -q && apt-get install -y -q chromium faketime
 }
 
 start_postgres

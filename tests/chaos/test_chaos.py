@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from chaos_scenarios import (
     KNOWN_BROKEN_CASES,
     hostile_cases,
