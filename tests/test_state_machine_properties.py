@@ -199,6 +199,9 @@ class StorageModel(RuleBasedStateMachine):
         assert applied == expected
         if applied:
             self.enter(job_id, target, [target])
+        if applied and action == "requeue":
+            # A manual requeue starts the retry and crash allowances afresh.
+            self.model[job_id].retry_count = self.model[job_id].crash_count = 0
 
     # -- server operations ---------------------------------------------------
 
