@@ -67,9 +67,9 @@ PLAN: dict[str, tuple[str, str, Scenario, Scenario]] = {
            lambda run: scenarios.poison(run, normal=30)),
     "t8": ("scheduler uniqueness",
            ("per-second recurring job and delayed jobs; every 6 s kill or freeze (25 s) one "
-            "of 4 servers, at least one left running"),
-           lambda run: scenarios.scheduler(run, seconds=180.0),
-           lambda run: scenarios.scheduler(run, seconds=60.0)),
+            "of 5 servers, at least one left running"),
+           lambda run: scenarios.scheduler(run, seconds=180.0, servers=5),
+           lambda run: scenarios.scheduler(run, seconds=60.0, servers=5)),
     "t12": ("payload sizes", "arguments of 0 B to 10 MiB around the 1 MiB limit",
             scenarios.payload_sizes, scenarios.payload_sizes),
     "t13": ("hostile values",
