@@ -20,12 +20,9 @@ def default_delay(retry_number: int) -> float:
     """Return the delay in seconds before retry ``retry_number`` (1-based).
 
     ``(n - 1)**4 + 15 + random(0..29) * n``: 15 to 44 s before the first
-    retry, growing to about 1 h 55 min before the tenth. Hangfire draws a
-    whole number from 0 to 29; a continuous draw over the same range keeps
-    its bounds and mean but spreads a wave of jobs that failed together over
-    the whole window instead of 30 instants.
+    retry, growing to about 1 h 55 min before the tenth.
     """
-    return (retry_number - 1) ** 4 + 15 + random.uniform(0, 29) * retry_number
+    return float((retry_number - 1) ** 4 + 15 + random.randint(0, 29) * retry_number)
 
 
 @dataclass(frozen=True)
