@@ -40,6 +40,7 @@ if __package__ in (None, ""):
 from backburner import Backburner
 from backburner.records import NewJob, StateChange
 from backburner.retry import RetryPolicy
+from benchmarks.report import load_average, write_section
 
 logger = logging.getLogger("benchmarks.dashboard_bench")
 
@@ -297,11 +298,6 @@ def machine() -> str:
             f"{postgres_version()}\n- backburner checkout at {git_revision()}")
 
 
-def load_average() -> str:
-    """Return the 1, 5 and 15 minute load averages."""
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def git_revision() -> str:
     """Return the checkout's short commit id, noting uncommitted changes to the package."""
     def git(*arguments: str) -> str:
@@ -361,17 +357,6 @@ def fill_check(filled: Filled) -> str:
     return f"NOT as planned ({filled.stored})"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between the dashboard result markers of ``path`` (or append them)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{RESULTS_START}\n\n{section}\n\n{RESULTS_END}"
-    if RESULTS_START in text and RESULTS_END in text:
-        text = text.split(RESULTS_START, 1)[0] + block + text.split(RESULTS_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="sqlite,postgres",
@@ -402,7 +387,7 @@ def main() -> None:
     section = report(about, command, options.jobs, results)
     print(section)
     if options.write:
-        write_section(options.write, section)
+        write_section(options.write, section, RESULTS_START, RESULTS_END)
 
 
 if __name__ == "__main__":

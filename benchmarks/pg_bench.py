@@ -38,6 +38,7 @@ import psycopg
 
 from benchmarks.marks import read_marks
 from benchmarks.measure import Latency, Throughput, percentile, rates, stop_servers, wait_for
+from benchmarks.report import load_average, write_section
 from benchmarks.systems import Progress, base_environment, marks_progress
 
 logger = logging.getLogger("benchmarks.pg_bench")
@@ -398,10 +399,6 @@ def about_machine(bench: Bench) -> str:
             f"{' with uncommitted changes in backburner/' if dirty else ''}")
 
 
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def report(systems: list[System], settings: Settings, session: Session) -> str:
     return "\n\n".join([
         f"{session.about}\n- load average after the run {session.load_after}",
@@ -412,17 +409,6 @@ def report(systems: list[System], settings: Settings, session: Session) -> str:
         "Settings per system:",
         settings_table(systems),
     ])
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between the PostgreSQL result markers of ``path`` (or append them)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{RESULTS_START}\n\n{section}\n\n{RESULTS_END}"
-    if RESULTS_START in text and RESULTS_END in text:
-        text = text.split(RESULTS_START, 1)[0] + block + text.split(RESULTS_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -510,7 +496,7 @@ def main() -> None:
     section = report(systems, settings, session)
     print(section)
     if options.write:
-        write_section(options.write, section)
+        write_section(options.write, section, RESULTS_START, RESULTS_END)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.measure import Latency, Throughput, measure_latency, measure_throughput, percentile
+from benchmarks.report import load_average, write_section
 from benchmarks.systems import System, all_systems
 
 logger = logging.getLogger("benchmarks.run")
@@ -206,11 +207,6 @@ def machine() -> str:
             f"- {package_versions()}; backburner checkout at {git_revision()}")
 
 
-def load_average() -> str:
-    """Return the 1, 5 and 15 minute load averages."""
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def git_revision() -> str:
     """Return the checkout's short commit id, noting uncommitted changes to the package."""
     def git(*arguments: str) -> str:
@@ -257,19 +253,6 @@ def report(systems: list[System], results: dict[str, list[Run]], settings: Setti
         "Settings per system:",
         settings_table(systems),
     ])
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the text between the result markers of ``path`` (or append the markers)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{RESULTS_START}\n\n{section}\n\n{RESULTS_END}"
-    if RESULTS_START in text and RESULTS_END in text:
-        before = text.split(RESULTS_START, 1)[0]
-        after = text.split(RESULTS_END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -361,7 +344,7 @@ def main() -> None:
     section = report(systems, results, settings, session)
     print(section)
     if options.write:
-        write_section(options.write, section)
+        write_section(options.write, section, RESULTS_START, RESULTS_END)
 
 
 if __name__ == "__main__":
