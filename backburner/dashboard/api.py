@@ -95,7 +95,7 @@ def routes() -> list[Route]:
 def json_response(data: Any, status: int = 200) -> Response:
     """Return ``data`` as JSON, writing dates and other tagged values as strings.
 
-    ASCII output escapes every character, so text from jobs that holds lone
+    ASCII output escapes every character, so text from jobs that contains lone
     surrogates (valid in Python strings, not in UTF-8) cannot break the response.
     """
     body = json.dumps(data, ensure_ascii=True, default=views.display_value)

@@ -81,8 +81,8 @@ def cross_origin_reason(request: Request, allowed_origins: Iterable[str] = ()) -
             return "the Origin header does not match this dashboard's host"
         return None
 
-    # Without Origin (older browsers, some form posts), the Referer tells where
-    # the request came from, when the browser sends it.
+    # Without Origin (older browsers, some form posts), the Referer names the
+    # page the request came from, when the browser sends it.
     referer = request.headers.get("referer")
     if referer is None:
         return None

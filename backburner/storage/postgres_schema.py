@@ -183,11 +183,12 @@ MIGRATIONS: list[str] = [
     """,
 
     # 4: job counts per state and queue, so the dashboard and metrics never
-    # count the jobs table, and indexes for retries and continuations. Statement triggers append one delta row per
-    # changed (state, queue) to job_count_deltas, an insert-only table that
-    # concurrent transactions never contend on; tidy() folds the deltas into
-    # job_counts, and a reader sums both in one snapshot. CREATE TRIGGER locks
-    # out writers until this transaction commits, so the seed count is exact.
+    # count the jobs table, and indexes for retries and continuations.
+    # Statement triggers append one delta row per changed (state, queue) to
+    # job_count_deltas, an insert-only table, so concurrent transactions never
+    # wait on a counter row. tidy() folds the deltas into job_counts, and a
+    # reader sums both in one snapshot. CREATE TRIGGER locks out writers until
+    # this transaction commits, so the seed count is exact.
     """
     CREATE TABLE {schema}.job_counts (
         state text NOT NULL,

@@ -1,9 +1,9 @@
 """The writes of one PostgreSQL transaction, batched into few statements.
 
-``PostgresStorage`` opens the transaction and takes the row locks; a
+``PostgresStorage`` opens the transaction and takes the row locks. A
 ``Transaction`` then applies state changes, continuations, recoveries and
-history the same way the SQLite backend does, sending state updates as one
-``UPDATE ... FROM unnest(...)`` and history, counters and notifications at
+history the same way the SQLite backend does. It sends state updates as one
+``UPDATE ... FROM unnest(...)``, and history, counters and notifications at
 ``finish``.
 """
 
@@ -22,7 +22,7 @@ from backburner.storage import counters
 
 
 class Executor(Protocol):
-    """What the statements here need of a connection: ``execute``."""
+    """The part of a connection that a Transaction uses: ``execute``."""
 
     def execute(self, query: Any, params: Any = None) -> psycopg.Cursor[Any]: ...
 
@@ -32,7 +32,7 @@ class Transaction:
 
     Inserts are sent as they happen. State updates are collected and sent as
     one statement before the next read of the jobs table and at ``finish``, so
-    every read still sees them. History rows, counter increments and
+    every read still returns them. History rows, counter increments and
     notifications are collected and written by ``finish``.
     """
 

@@ -649,9 +649,8 @@ class SQLiteStorage(Storage):
         else:
             order = "state_at DESC, id DESC"
         if state in states.ALL_STATES:
-            # A literal state (a known name, so safe to inline) lets SQLite use
-            # that state's partial index (jobs_enqueued, jobs_scheduled); with a
-            # bound parameter the planner cannot match the index's WHERE clause.
+            # A known state name is safe to inline. As a literal it lets SQLite
+            # use that state's partial index, which a bound parameter cannot match.
             where, params = f"state = '{state}'", []
         else:
             where, params = "state = ?", [state]
@@ -719,7 +718,7 @@ class SQLiteStorage(Storage):
 
 #: Jobs waiting for an automatic retry; the partial index jobs_retries covers it.
 _RETRY_WHERE = "state = 'Scheduled' AND retry_count > 0"
-#: Most ids in one IN (...) list, below SQLite's limit on bound parameters.
+#: Maximum number of ids in one IN (...) list, below SQLite's limit on bound parameters.
 _IN_CHUNK = 500
 
 
